@@ -1,0 +1,85 @@
+//! The crate's one error type. Every variant says what happened and where.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout forksnap.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in forksnap.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O step failed. `op` names the step (`"open"`, `"write"`, `"fsync"`, `"rename"`...).
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The input is not a valid RDB (or LZ4 frame): `offset` is the byte offset in the
+    /// (decompressed) RDB stream where the problem was found.
+    Corrupt { offset: u64, what: String },
+    /// A checksum did not match. `what` names the checksum (RDB CRC-64, LZ4 block, ...).
+    ChecksumMismatch {
+        what: &'static str,
+        offset: u64,
+        expected: u64,
+        got: u64,
+    },
+    /// The file holds a value forksnap cannot load (a stream, a module type) and the caller
+    /// did not ask to skip such values.
+    Unsupported { offset: u64, what: String },
+    /// The caller asked for something invalid (an RDB version we cannot write, ...).
+    InvalidOption(String),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(offset: usize, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            offset: offset as u64,
+            what: what.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "{op} failed on {}: {source}", path.display())
+            }
+            Error::Corrupt { offset, what } => write!(f, "corrupt input at byte {offset}: {what}"),
+            Error::ChecksumMismatch {
+                what,
+                offset,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{what} checksum mismatch at byte {offset}: stored {expected:#x}, computed {got:#x}"
+            ),
+            Error::Unsupported { offset, what } => {
+                write!(f, "unsupported value at byte {offset}: {what}")
+            }
+            Error::InvalidOption(msg) => write!(f, "invalid option: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

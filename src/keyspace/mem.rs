@@ -1,0 +1,464 @@
+//! `MemKeyspace`: an owned keyspace used by the tools, the tests, the benchmarks and the
+//! reader.
+//!
+//! Layout: per database a dense `Vec<Slot>` (walked front to back, like a server walking
+//! its dict's table) and a `hashbrown::HashTable<u32>` index of slot numbers keyed by an
+//! xxh3 hash of the key, so a lookup costs one probe plus one key compare and the keys are
+//! stored once. Each key and string value is one boxed allocation, as in a real server.
+
+use super::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
+use hashbrown::HashTable;
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use xxhash_rust::xxh3::xxh3_64;
+
+const NO_EXPIRE: i64 = i64::MIN;
+
+/// An owned value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MemValue {
+    Str(Box<[u8]>),
+    Int(i64),
+    List(Vec<Box<[u8]>>),
+    Set(Vec<Box<[u8]>>),
+    /// (member, score) pairs; members unique, scores not NaN.
+    ZSet(Vec<(Box<[u8]>, f64)>),
+    /// (field, value) pairs; fields unique.
+    Hash(Vec<(Box<[u8]>, Box<[u8]>)>),
+}
+
+/// Why a collection could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    Duplicate(Vec<u8>),
+    NanScore(Vec<u8>),
+}
+
+impl MemValue {
+    pub fn str(bytes: impl Into<Vec<u8>>) -> Self {
+        MemValue::Str(bytes.into().into_boxed_slice())
+    }
+
+    pub fn list<I: IntoIterator<Item = B>, B: Into<Vec<u8>>>(items: I) -> Self {
+        MemValue::List(items.into_iter().map(|b| b.into().into_boxed_slice()).collect())
+    }
+
+    /// A set; duplicate members are an error (a loader would reject the file).
+    pub fn set<I: IntoIterator<Item = B>, B: Into<Vec<u8>>>(items: I) -> Result<Self, BuildError> {
+        let v: Vec<Box<[u8]>> = items.into_iter().map(|b| b.into().into_boxed_slice()).collect();
+        check_unique(v.iter().map(|m| &m[..]))?;
+        Ok(MemValue::Set(v))
+    }
+
+    pub fn zset<I: IntoIterator<Item = (B, f64)>, B: Into<Vec<u8>>>(
+        items: I,
+    ) -> Result<Self, BuildError> {
+        let v: Vec<(Box<[u8]>, f64)> = items
+            .into_iter()
+            .map(|(m, s)| (m.into().into_boxed_slice(), s))
+            .collect();
+        if let Some((m, _)) = v.iter().find(|(_, s)| s.is_nan()) {
+            return Err(BuildError::NanScore(m.to_vec()));
+        }
+        check_unique(v.iter().map(|(m, _)| &m[..]))?;
+        Ok(MemValue::ZSet(v))
+    }
+
+    pub fn hash<I: IntoIterator<Item = (B, C)>, B: Into<Vec<u8>>, C: Into<Vec<u8>>>(
+        items: I,
+    ) -> Result<Self, BuildError> {
+        let v: Vec<(Box<[u8]>, Box<[u8]>)> = items
+            .into_iter()
+            .map(|(f, x)| (f.into().into_boxed_slice(), x.into().into_boxed_slice()))
+            .collect();
+        check_unique(v.iter().map(|(f, _)| &f[..]))?;
+        Ok(MemValue::Hash(v))
+    }
+
+    /// Borrow as a [`Value`] view.
+    pub fn view(&self) -> Value<'_> {
+        match self {
+            MemValue::Str(s) => Value::Str(s),
+            MemValue::Int(i) => Value::Int(*i),
+            MemValue::List(l) => Value::List(l),
+            MemValue::Set(s) => Value::Set(s),
+            MemValue::ZSet(z) => Value::ZSet(z),
+            MemValue::Hash(h) => Value::Hash(h),
+        }
+    }
+
+    /// Number of elements (1 for strings).
+    pub fn len(&self) -> usize {
+        match self {
+            MemValue::Str(_) | MemValue::Int(_) => 1,
+            MemValue::List(l) | MemValue::Set(l) => l.len(),
+            MemValue::ZSet(z) => z.len(),
+            MemValue::Hash(h) => h.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn check_unique<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<(), BuildError> {
+    let mut seen = HashSet::new();
+    for m in items {
+        if !seen.insert(m) {
+            return Err(BuildError::Duplicate(m.to_vec()));
+        }
+    }
+    Ok(())
+}
+
+impl SeqView for Vec<Box<[u8]>> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8])) {
+        for m in self {
+            f(m)
+        }
+    }
+}
+
+impl ZSetView for Vec<(Box<[u8]>, f64)> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], f64)) {
+        for (m, s) in self {
+            f(m, *s)
+        }
+    }
+}
+
+impl HashView for Vec<(Box<[u8]>, Box<[u8]>)> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (k, v) in self {
+            f(k, v)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    key: Box<[u8]>,
+    expire_ms: i64,
+    value: MemValue,
+}
+
+/// One database of a [`MemKeyspace`].
+#[derive(Clone, Default)]
+pub struct MemDb {
+    slots: Vec<Slot>,
+    index: HashTable<u32>,
+    expires: u64,
+}
+
+impl MemDb {
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(xxh3_64(key), |&i| &*slots[i as usize].key == key)
+            .map(|&i| i as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn expires(&self) -> u64 {
+        self.expires
+    }
+
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        let slots = &self.slots;
+        self.index
+            .reserve(additional, |&i| xxh3_64(&slots[i as usize].key));
+    }
+
+    /// Inserts or replaces `key`. Returns the previous value.
+    pub fn insert(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: MemValue,
+        expire_ms: Option<i64>,
+    ) -> Option<MemValue> {
+        let key = key.into().into_boxed_slice();
+        let expire_ms = expire_ms.unwrap_or(NO_EXPIRE);
+        if let Some(i) = self.find(&key) {
+            let slot = &mut self.slots[i];
+            self.expires -= u64::from(slot.expire_ms != NO_EXPIRE);
+            self.expires += u64::from(expire_ms != NO_EXPIRE);
+            slot.expire_ms = expire_ms;
+            return Some(std::mem::replace(&mut slot.value, value));
+        }
+        self.insert_new(key, value, expire_ms);
+        None
+    }
+
+    /// Inserts a key the caller knows is absent (the reader, after its own duplicate check).
+    fn insert_new(&mut self, key: Box<[u8]>, value: MemValue, expire_ms: i64) {
+        let n = u32::try_from(self.slots.len()).expect("a MemDb holds at most 2^32 keys");
+        let h = xxh3_64(&key);
+        self.expires += u64::from(expire_ms != NO_EXPIRE);
+        self.slots.push(Slot {
+            key,
+            expire_ms,
+            value,
+        });
+        let slots = &self.slots;
+        self.index
+            .insert_unique(h, n, |&i| xxh3_64(&slots[i as usize].key));
+    }
+
+    /// Inserts `key` unless present; returns false (and changes nothing) if it was present.
+    pub fn insert_if_absent(&mut self, key: &[u8], value: MemValue, expire_ms: Option<i64>) -> bool {
+        if self.find(key).is_some() {
+            return false;
+        }
+        self.insert_new(key.into(), value, expire_ms.unwrap_or(NO_EXPIRE));
+        true
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<(&MemValue, Option<i64>)> {
+        self.find(key).map(|i| {
+            let s = &self.slots[i];
+            (&s.value, (s.expire_ms != NO_EXPIRE).then_some(s.expire_ms))
+        })
+    }
+
+    /// Mutable access to a value in place (the benchmark's mutator overwrites through this).
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut MemValue> {
+        self.find(key).map(|i| &mut self.slots[i].value)
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<MemValue> {
+        let h = xxh3_64(key);
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(h, |&i| &*slots[i as usize].key == key)
+            .ok()?;
+        let (i, _) = entry.remove();
+        let i = i as usize;
+        let last = self.slots.len() - 1;
+        if i != last {
+            // The last slot moves into `i`: repoint its index entry.
+            let lh = xxh3_64(&self.slots[last].key);
+            if let Some(e) = self.index.find_mut(lh, |&j| j as usize == last) {
+                *e = i as u32;
+            }
+        }
+        let slot = self.slots.swap_remove(i);
+        self.expires -= u64::from(slot.expire_ms != NO_EXPIRE);
+        Some(slot.value)
+    }
+
+    /// All entries, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &MemValue, Option<i64>)> {
+        self.slots.iter().map(|s| {
+            (
+                &s.key[..],
+                &s.value,
+                (s.expire_ms != NO_EXPIRE).then_some(s.expire_ms),
+            )
+        })
+    }
+
+    /// The key in slot `i` (for samplers that pick keys by position).
+    pub fn key_at(&self, i: usize) -> Option<&[u8]> {
+        self.slots.get(i).map(|s| &s.key[..])
+    }
+}
+
+/// An owned, indexed keyspace with any number of databases.
+#[derive(Clone, Default)]
+pub struct MemKeyspace {
+    dbs: Vec<MemDb>,
+}
+
+impl MemKeyspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Database `index`, created if absent.
+    pub fn db_mut(&mut self, index: u32) -> &mut MemDb {
+        let i = index as usize;
+        if self.dbs.len() <= i {
+            self.dbs.resize_with(i + 1, MemDb::default);
+        }
+        &mut self.dbs[i]
+    }
+
+    pub fn db(&self, index: u32) -> Option<&MemDb> {
+        self.dbs.get(index as usize)
+    }
+
+    /// Shorthand for `db_mut(db).insert(..)`.
+    pub fn insert(
+        &mut self,
+        db: u32,
+        key: impl Into<Vec<u8>>,
+        value: MemValue,
+        expire_ms: Option<i64>,
+    ) -> Option<MemValue> {
+        self.db_mut(db).insert(key, value, expire_ms)
+    }
+
+    /// Total keys over all databases.
+    pub fn len(&self) -> usize {
+        self.dbs.iter().map(MemDb::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(index, db)` for every non-empty database.
+    pub fn dbs(&self) -> impl Iterator<Item = (u32, &MemDb)> {
+        self.dbs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.is_empty())
+            .map(|(i, d)| (i as u32, d))
+    }
+
+    /// The same data as Redis's `DEBUG POPULATE count key size` in database 0: keys
+    /// `key:<i>`, values `value:<i>` padded with zero bytes to `size` bytes (never
+    /// truncated), keys that already exist are left alone.
+    pub fn populate(&mut self, count: u64, size: usize) {
+        self.populate_prefix(0, count, "key", size)
+    }
+
+    /// `DEBUG POPULATE count prefix size` into database `db`.
+    pub fn populate_prefix(&mut self, db: u32, count: u64, prefix: &str, size: usize) {
+        let db = self.db_mut(db);
+        db.reserve(count as usize);
+        let mut key = Vec::with_capacity(prefix.len() + 21);
+        for i in 0..count {
+            key.clear();
+            key.extend_from_slice(prefix.as_bytes());
+            key.push(b':');
+            push_decimal(&mut key, i);
+            if db.find(&key).is_some() {
+                continue;
+            }
+            let mut val = Vec::with_capacity(size.max(6 + 20));
+            val.extend_from_slice(b"value:");
+            push_decimal(&mut val, i);
+            if val.len() < size {
+                val.resize(size, 0);
+            }
+            db.insert_new(key.as_slice().into(), MemValue::Str(val.into()), NO_EXPIRE);
+        }
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut n = v;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+impl Keyspace for MemKeyspace {
+    fn databases(&self) -> Vec<DbInfo> {
+        self.dbs()
+            .map(|(index, d)| DbInfo {
+                index,
+                keys: d.len() as u64,
+                expires: d.expires,
+            })
+            .collect()
+    }
+
+    fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+        let Some(d) = self.dbs.get(db as usize) else {
+            return;
+        };
+        for s in &d.slots {
+            let e = Entry {
+                key: &s.key,
+                expire_ms: (s.expire_ms != NO_EXPIRE).then_some(s.expire_ms),
+                value: s.value.view(),
+            };
+            if visit(&e).is_break() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replace_remove_keep_index_consistent() {
+        let mut ks = MemKeyspace::new();
+        for i in 0..1000u32 {
+            let exp = (i % 3 == 0).then_some(i as i64);
+            assert!(ks.insert(0, format!("k{i}"), MemValue::Int(i as i64), exp).is_none());
+        }
+        assert_eq!(ks.db(0).unwrap().expires(), 334);
+        assert_eq!(
+            ks.insert(0, "k5", MemValue::str("x"), Some(9)),
+            Some(MemValue::Int(5))
+        );
+        assert_eq!(ks.db(0).unwrap().expires(), 335);
+        for i in (0..1000u32).step_by(2) {
+            assert!(ks.db_mut(0).remove(format!("k{i}").as_bytes()).is_some());
+        }
+        let db = ks.db(0).unwrap();
+        assert_eq!(db.len(), 500);
+        for i in 0..1000u32 {
+            let got = db.get(format!("k{i}").as_bytes());
+            assert_eq!(got.is_some(), i % 2 == 1, "key k{i}");
+        }
+        assert_eq!(db.get(b"k5").unwrap().0, &MemValue::str("x"));
+        let expiring = db.iter().filter(|(_, _, e)| e.is_some()).count() as u64;
+        assert_eq!(db.expires(), expiring);
+    }
+
+    #[test]
+    fn populate_matches_debug_populate_shape() {
+        let mut ks = MemKeyspace::new();
+        ks.populate(12, 10);
+        let db = ks.db(0).unwrap();
+        assert_eq!(db.len(), 12);
+        let (v, _) = db.get(b"key:11").unwrap();
+        assert_eq!(v, &MemValue::str(b"value:11\0\0".to_vec()));
+        // Sizes below the text length never truncate, as in Redis.
+        let mut ks = MemKeyspace::new();
+        ks.populate(1, 3);
+        assert_eq!(ks.db(0).unwrap().get(b"key:0").unwrap().0, &MemValue::str("value:0"));
+    }
+
+    #[test]
+    fn collections_reject_duplicates_and_nan() {
+        assert!(MemValue::set(["a", "b", "a"]).is_err());
+        assert!(MemValue::hash([("f", "1"), ("f", "2")]).is_err());
+        assert!(MemValue::zset([("m", f64::NAN)]).is_err());
+        assert!(MemValue::zset([("m", f64::INFINITY)]).is_ok());
+    }
+}

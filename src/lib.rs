@@ -1,0 +1,20 @@
+//! forksnap: Redis-compatible background snapshots for in-memory key-value servers.
+//!
+//! A server implements [`Keyspace`] over its data; forksnap encodes it as Redis RDB
+//! ([`rdb`]), optionally wrapped in an LZ4 frame ([`frame`]), and writes it so that stock
+//! Redis and Valkey load it. See `ARCHITECTURE.md` for the pipeline and its invariants.
+#![cfg(target_os = "linux")]
+#![warn(missing_debug_implementations)]
+#![allow(missing_debug_implementations)]
+
+pub mod buf;
+pub mod error;
+pub mod frame;
+pub mod keyspace;
+pub mod rdb;
+pub mod sink;
+
+pub use buf::ChunkBuf;
+pub use error::{Error, Result};
+pub use keyspace::{Entry, Keyspace, MemKeyspace, MemValue, Value};
+pub use sink::{save, Format, SaveOptions, SaveReport};

@@ -1,0 +1,623 @@
+//! The RDB encoder: walks a [`Keyspace`] and appends RDB bytes to fixed-size chunks.
+//!
+//! It does no I/O. Bytes go into the current [`ChunkBuf`]; when it is full the encoder
+//! updates the CRC-64 over it and hands it to a [`ChunkSink`], which must give back an
+//! empty buffer of the same capacity (its own spare, or the same one once consumed). So
+//! every chunk but the last is exactly one chunk size long.
+//!
+//! Per-key scratch (listpack and intset building, LZF output, sorting small sorted sets)
+//! comes from a bumpalo arena that is reset at the first key boundary after each chunk
+//! hand-off; the LZF hash table is allocated once per encoder and reused; numbers are
+//! formatted on the stack. In steady state the encoder makes no global-allocator call per
+//! key (see `tests/encoder_steady_state_allocs.rs`).
+//!
+//! **Invariants**
+//! - No I/O and no locks: safe to drive from a freshly forked child.
+//! - The CRC covers every byte from the magic through the EOF opcode, in order.
+//! - Compact encodings are chosen only when the target version has them and Redis 7's
+//!   default thresholds allow them, so a loaded key has the encoding Redis would give it.
+
+use super::listpack::{self, LpWriter};
+use super::num::{canonical_i64, format_i64, score_text, ScoreText};
+use super::{intset, limits, lzf, opcodes, types, CRC64, MAX_WRITE_VERSION, MIN_WRITE_VERSION};
+use crate::buf::ChunkBuf;
+use crate::error::{Error, Result};
+use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
+use bumpalo::collections::Vec as BVec;
+use bumpalo::Bump;
+use std::ops::ControlFlow;
+
+/// What the encoder writes.
+#[derive(Clone, Debug)]
+pub struct EncodeOptions {
+    /// RDB version, 9 ..= 11. 9 uses only the types every Redis ≥ 5 and Valkey load; 10
+    /// adds listpack hashes/sorted sets, intsets and quicklist 2 (Redis ≥ 7.0); 11 adds
+    /// listpack sets (Redis ≥ 7.2, Valkey).
+    pub version: u8,
+    /// LZF-compress strings longer than 20 bytes when that saves at least 4 bytes.
+    pub lzf: bool,
+    /// `ctime` AUX field, unix seconds.
+    pub ctime: i64,
+    /// `used-mem` AUX field.
+    pub used_mem: u64,
+    /// `aof-base` AUX field: true for the base file of a multi-part AOF.
+    pub aof_base: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            version: 11,
+            lzf: true,
+            ctime: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            used_mem: 0,
+            aof_base: false,
+        }
+    }
+}
+
+impl EncodeOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_WRITE_VERSION..=MAX_WRITE_VERSION).contains(&self.version) {
+            return Err(Error::InvalidOption(format!(
+                "RDB version {} cannot be written (supported: {MIN_WRITE_VERSION} to {MAX_WRITE_VERSION})",
+                self.version
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Receives full chunks from the encoder.
+pub trait ChunkSink {
+    /// Takes the full `chunk` (its bytes are final) and leaves `chunk` empty, ready to be
+    /// filled again, with the same capacity.
+    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()>;
+}
+
+/// What an encode produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodeSummary {
+    /// `(db index, keys written)` per database.
+    pub keys_per_db: Vec<(u32, u64)>,
+    /// Values the format cannot hold (streams, modules), skipped.
+    pub skipped_unsupported: u64,
+    /// Empty collections, which RDB cannot hold and loaders reject; skipped.
+    pub skipped_empty: u64,
+    /// Bytes of RDB produced, CRC trailer included.
+    pub bytes: u64,
+    /// The CRC-64 written in the trailer.
+    pub crc: u64,
+}
+
+impl EncodeSummary {
+    pub fn keys(&self) -> u64 {
+        self.keys_per_db.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Output half of the encoder: current chunk, CRC, sink.
+struct Out<S> {
+    sink: S,
+    buf: ChunkBuf,
+    crc: crc::Digest<'static, u64, crc::Table<16>>,
+    flushed: u64,
+    crossed_chunk: bool,
+}
+
+impl<S: ChunkSink> Out<S> {
+    #[inline]
+    fn put(&mut self, mut b: &[u8]) -> Result<()> {
+        loop {
+            let n = self.buf.push_some(b);
+            if n == b.len() {
+                return Ok(());
+            }
+            b = &b[n..];
+            self.hand_off()?;
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) -> Result<()> {
+        self.put(&[b])
+    }
+
+    #[cold]
+    fn hand_off(&mut self) -> Result<()> {
+        self.crc.update(self.buf.as_slice());
+        self.flushed += self.buf.len() as u64;
+        self.sink.chunk_full(&mut self.buf)?;
+        debug_assert!(self.buf.is_empty(), "ChunkSink must return an empty chunk");
+        self.buf.clear();
+        self.crossed_chunk = true;
+        Ok(())
+    }
+
+    #[inline]
+    fn len(&mut self, n: u64) -> Result<()> {
+        let mut b = [0u8; 9];
+        let used = if n < 1 << 6 {
+            b[0] = n as u8;
+            1
+        } else if n < 1 << 14 {
+            b[0] = 0x40 | (n >> 8) as u8;
+            b[1] = n as u8;
+            2
+        } else if n <= u64::from(u32::MAX) {
+            b[0] = 0x80;
+            b[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+            5
+        } else {
+            b[0] = 0x81;
+            b[1..9].copy_from_slice(&n.to_be_bytes());
+            9
+        };
+        self.put(&b[..used])
+    }
+
+    /// A string the server keeps as an integer: integer-encoded if it fits in 32 bits,
+    /// else its decimal text.
+    fn int_value(&mut self, v: i64) -> Result<()> {
+        if self.int_string(v)? {
+            return Ok(());
+        }
+        let mut b = [0u8; 20];
+        let t = format_i64(v, &mut b);
+        self.len(t.len() as u64)?;
+        self.put(t)
+    }
+
+    /// An integer-encoded string (0xC0/0xC1/0xC2) if `v` fits in 32 bits.
+    #[inline]
+    fn int_string(&mut self, v: i64) -> Result<bool> {
+        if let Ok(x) = i8::try_from(v) {
+            self.put(&[0xC0, x as u8])?;
+        } else if let Ok(x) = i16::try_from(v) {
+            let b = x.to_le_bytes();
+            self.put(&[0xC1, b[0], b[1]])?;
+        } else if let Ok(x) = i32::try_from(v) {
+            let b = x.to_le_bytes();
+            self.put(&[0xC2, b[0], b[1], b[2], b[3]])?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// LZF state: the reusable hash table and the on/off switch.
+struct Lzf {
+    table: Box<[u32; lzf::HASH_SIZE]>,
+    enabled: bool,
+}
+
+impl Lzf {
+    /// Writes `s` as an RDB string: integer-encoded if exact, else LZF if enabled and
+    /// worth it, else raw. LZF output goes to the arena.
+    #[inline]
+    fn string<S: ChunkSink>(&mut self, arena: &Bump, out: &mut Out<S>, s: &[u8]) -> Result<()> {
+        if s.len() <= 11 {
+            if let Some(v) = canonical_i64(s) {
+                if out.int_string(v)? {
+                    return Ok(());
+                }
+            }
+        }
+        self.blob(arena, out, s)
+    }
+
+    /// Writes `s` without trying integer encoding (listpack and intset blobs).
+    #[inline]
+    fn blob<S: ChunkSink>(&mut self, arena: &Bump, out: &mut Out<S>, s: &[u8]) -> Result<()> {
+        if self.enabled && s.len() > 20 {
+            let dst = arena.alloc_slice_fill_copy(s.len() - 4, 0u8);
+            if let Some(n) = lzf::compress(s, dst, &mut self.table) {
+                out.byte(0xC3)?;
+                out.len(n as u64)?;
+                out.len(s.len() as u64)?;
+                return out.put(&dst[..n]);
+            }
+        }
+        out.len(s.len() as u64)?;
+        out.put(s)
+    }
+}
+
+/// Expiry, type byte and key of an entry.
+fn entry_header<S: ChunkSink>(out: &mut Out<S>, arena: &Bump, lzf: &mut Lzf, e: &Entry<'_>, ty: u8) -> Result<()> {
+    if let Some(ms) = e.expire_ms {
+        out.byte(opcodes::EXPIRETIME_MS)?;
+        out.put(&ms.to_le_bytes())?;
+    }
+    out.byte(ty)?;
+    lzf.string(arena, out, e.key)
+}
+
+/// The RDB encoder. See the module documentation.
+pub struct Encoder<S: ChunkSink> {
+    out: Out<S>,
+    /// Per-key scratch; reset at the first key boundary after a chunk hand-off.
+    arena: Bump,
+    lzf: Lzf,
+    version: u8,
+    summary: EncodeSummary,
+    db_keys: u64,
+    in_db: Option<u32>,
+}
+
+/// What happened to one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    SkippedEmpty,
+    SkippedUnsupported,
+}
+
+impl<S: ChunkSink> Encoder<S> {
+    /// Starts an RDB: writes the magic and AUX fields into `chunk`.
+    pub fn new(sink: S, chunk: ChunkBuf, opts: &EncodeOptions) -> Result<Self> {
+        opts.validate()?;
+        let mut e = Encoder {
+            out: Out {
+                sink,
+                buf: chunk,
+                crc: CRC64.digest(),
+                flushed: 0,
+                crossed_chunk: false,
+            },
+            arena: Bump::with_capacity(64 * 1024),
+            lzf: Lzf {
+                table: Box::new([0u32; lzf::HASH_SIZE]),
+                enabled: opts.lzf,
+            },
+            version: opts.version,
+            summary: EncodeSummary::default(),
+            db_keys: 0,
+            in_db: None,
+        };
+        e.out.put(format!("REDIS{:04}", opts.version).as_bytes())?;
+        let mut aux = |k: &str, v: &[u8]| -> Result<()> {
+            e.out.byte(opcodes::AUX)?;
+            e.lzf.string(&e.arena, &mut e.out, k.as_bytes())?;
+            e.lzf.string(&e.arena, &mut e.out, v)
+        };
+        let ver = match opts.version {
+            9 => "6.2.0",
+            10 => "7.0.0",
+            _ => "7.2.0",
+        };
+        aux("redis-ver", ver.as_bytes())?;
+        aux("redis-bits", b"64")?;
+        aux("ctime", opts.ctime.to_string().as_bytes())?;
+        aux("used-mem", opts.used_mem.to_string().as_bytes())?;
+        aux("aof-base", if opts.aof_base { b"1" } else { b"0" })?;
+        aux("forksnap-ver", env!("CARGO_PKG_VERSION").as_bytes())?;
+        Ok(e)
+    }
+
+    /// Starts database `info.index` (SELECTDB + RESIZEDB).
+    pub fn begin_db(&mut self, info: &DbInfo) -> Result<()> {
+        self.end_db();
+        self.out.byte(opcodes::SELECTDB)?;
+        self.out.len(u64::from(info.index))?;
+        self.out.byte(opcodes::RESIZEDB)?;
+        self.out.len(info.keys)?;
+        self.out.len(info.expires)?;
+        self.in_db = Some(info.index);
+        Ok(())
+    }
+
+    fn end_db(&mut self) {
+        if let Some(db) = self.in_db.take() {
+            self.summary.keys_per_db.push((db, self.db_keys));
+            self.db_keys = 0;
+        }
+    }
+
+    /// Bytes produced so far (handed off plus the current chunk).
+    pub fn bytes(&self) -> u64 {
+        self.out.flushed + self.out.buf.len() as u64
+    }
+
+    /// Encodes one entry.
+    pub fn write_entry(&mut self, e: &Entry<'_>) -> Result<Outcome> {
+        let outcome = self.entry(e)?;
+        match outcome {
+            Outcome::Written => self.db_keys += 1,
+            Outcome::SkippedEmpty => self.summary.skipped_empty += 1,
+            Outcome::SkippedUnsupported => self.summary.skipped_unsupported += 1,
+        }
+        if self.out.crossed_chunk {
+            // A chunk was handed off: the key's scratch is dead, recycle the arena.
+            self.arena.reset();
+            self.out.crossed_chunk = false;
+        }
+        Ok(outcome)
+    }
+
+    fn header(&mut self, e: &Entry<'_>, ty: u8) -> Result<()> {
+        entry_header(&mut self.out, &self.arena, &mut self.lzf, e, ty)
+    }
+
+    fn entry(&mut self, e: &Entry<'_>) -> Result<Outcome> {
+        let v10 = self.version >= 10;
+        match e.value {
+            Value::Str(s) => {
+                self.header(e, types::STRING)?;
+                self.lzf.string(&self.arena, &mut self.out, s)?;
+            }
+            Value::Int(i) => {
+                self.header(e, types::STRING)?;
+                self.out.int_value(i)?;
+            }
+            Value::Unsupported(_) => return Ok(Outcome::SkippedUnsupported),
+            Value::List(l) if l.is_empty() => return Ok(Outcome::SkippedEmpty),
+            Value::Set(l) if l.is_empty() => return Ok(Outcome::SkippedEmpty),
+            Value::ZSet(z) if z.is_empty() => return Ok(Outcome::SkippedEmpty),
+            Value::Hash(h) if h.is_empty() => return Ok(Outcome::SkippedEmpty),
+            Value::List(l) if v10 => {
+                self.header(e, types::LIST_QUICKLIST_2)?;
+                self.quicklist(l)?;
+            }
+            Value::List(l) => {
+                self.header(e, types::LIST)?;
+                self.plain_seq(l)?;
+            }
+            Value::Set(s) => self.set(e, s)?,
+            Value::ZSet(z) => self.zset(e, z)?,
+            Value::Hash(h) => self.hash(e, h)?,
+        }
+        Ok(Outcome::Written)
+    }
+
+    /// length + each element as a string.
+    fn plain_seq(&mut self, l: &dyn SeqView) -> Result<()> {
+        self.out.len(l.len() as u64)?;
+        let mut res = Ok(());
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        l.for_each(&mut |m| {
+            if res.is_ok() {
+                res = lzf.string(arena, out, m);
+            }
+        });
+        res
+    }
+
+    fn quicklist(&mut self, l: &dyn SeqView) -> Result<()> {
+        // Pass 1: count nodes with the same split rule pass 2 uses.
+        let mut nodes = 0u64;
+        let mut split = NodeSplit::default();
+        l.for_each(&mut |m| nodes += u64::from(split.starts_node(listpack::entry_size(m))));
+        self.out.len(nodes)?;
+        // Pass 2: build each node's listpack in the arena and write it as soon as the next
+        // element would not fit.
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let mut lp = BVec::with_capacity_in(limits::LIST_NODE_BYTES + 64, &*arena);
+        let mut w: Option<LpWriter> = None;
+        let mut split = NodeSplit::default();
+        let mut res = Ok(());
+        let mut flush = |lp: &mut BVec<'_, u8>, w: LpWriter, out: &mut Out<S>| -> Result<()> {
+            w.finish(lp);
+            out.byte(2)?; // QUICKLIST_NODE_CONTAINER_PACKED
+            lzf.blob(arena, out, lp)?;
+            lp.clear();
+            Ok(())
+        };
+        l.for_each(&mut |m| {
+            if res.is_err() {
+                return;
+            }
+            if split.starts_node(listpack::entry_size(m)) {
+                if let Some(done) = w.take() {
+                    res = flush(&mut lp, done, out);
+                }
+                w = Some(LpWriter::begin(&mut lp));
+            }
+            if let Some(w) = w.as_mut() {
+                w.push(&mut lp, m);
+            }
+        });
+        res?;
+        if let Some(done) = w.take() {
+            flush(&mut lp, done, out)?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, e: &Entry<'_>, s: &dyn SeqView) -> Result<()> {
+        let n = s.len();
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        if self.version >= 10 && n <= limits::SET_MAX_INTSET_ENTRIES {
+            let mut ints = BVec::with_capacity_in(n, arena);
+            let mut all_int = true;
+            s.for_each(&mut |m| match canonical_i64(m) {
+                Some(v) if all_int => ints.push(v),
+                _ => all_int = false,
+            });
+            if all_int {
+                ints.sort_unstable();
+                let mut blob = BVec::with_capacity_in(8 + 8 * n, arena);
+                intset::write(&ints, &mut blob);
+                entry_header(out, arena, lzf, e, types::SET_INTSET)?;
+                return lzf.blob(arena, out, &blob);
+            }
+        }
+        if self.version >= 11 && n <= limits::SET_MAX_LISTPACK_ENTRIES {
+            let mut small = true;
+            s.for_each(&mut |m| small &= m.len() <= limits::SET_MAX_LISTPACK_VALUE);
+            if small {
+                entry_header(out, arena, lzf, e, types::SET_LISTPACK)?;
+                let mut lp = BVec::with_capacity_in(16 + n * 16, arena);
+                let mut w = LpWriter::begin(&mut lp);
+                s.for_each(&mut |m| w.push(&mut lp, m));
+                w.finish(&mut lp);
+                return lzf.blob(arena, out, &lp);
+            }
+        }
+        entry_header(out, arena, lzf, e, types::SET)?;
+        self.plain_seq(s)
+    }
+
+    fn zset(&mut self, e: &Entry<'_>, z: &dyn ZSetView) -> Result<()> {
+        let n = z.len();
+        if self.version >= 10 && n <= limits::ZSET_MAX_LISTPACK_ENTRIES {
+            let mut small = true;
+            z.for_each(&mut |m, _| small &= m.len() <= limits::ZSET_MAX_LISTPACK_VALUE);
+            if small {
+                let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+                // A listpack zset is ordered by (score, member); copy the (short) members
+                // into the arena to sort them.
+                let mut items = BVec::with_capacity_in(n, arena);
+                z.for_each(&mut |m, sc| items.push((&*arena.alloc_slice_copy(m), sc)));
+                items.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+                let mut lp = BVec::with_capacity_in(16 + n * 24, arena);
+                let mut w = LpWriter::begin(&mut lp);
+                let mut tb = [0u8; 32];
+                for (m, sc) in items.iter() {
+                    w.push(&mut lp, m);
+                    match score_text(*sc, &mut tb) {
+                        ScoreText::Int(v) => w.push_int(&mut lp, v),
+                        ScoreText::Text(t) => w.push(&mut lp, t),
+                    }
+                }
+                w.finish(&mut lp);
+                entry_header(out, arena, lzf, e, types::ZSET_LISTPACK)?;
+                return lzf.blob(arena, out, &lp);
+            }
+        }
+        self.header(e, types::ZSET_2)?;
+        self.out.len(n as u64)?;
+        let mut res = Ok(());
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        z.for_each(&mut |m, sc| {
+            if res.is_ok() {
+                res = lzf.string(arena, out, m).and_then(|()| out.put(&sc.to_le_bytes()));
+            }
+        });
+        res
+    }
+
+    fn hash(&mut self, e: &Entry<'_>, h: &dyn HashView) -> Result<()> {
+        let n = h.len();
+        if self.version >= 10 && n <= limits::HASH_MAX_LISTPACK_ENTRIES {
+            let mut small = true;
+            h.for_each(&mut |f, v| {
+                small &= f.len() <= limits::HASH_MAX_LISTPACK_VALUE
+                    && v.len() <= limits::HASH_MAX_LISTPACK_VALUE
+            });
+            if small {
+                let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+                entry_header(out, arena, lzf, e, types::HASH_LISTPACK)?;
+                let mut lp = BVec::with_capacity_in(16 + n * 32, arena);
+                let mut w = LpWriter::begin(&mut lp);
+                h.for_each(&mut |f, v| {
+                    w.push(&mut lp, f);
+                    w.push(&mut lp, v);
+                });
+                w.finish(&mut lp);
+                return lzf.blob(arena, out, &lp);
+            }
+        }
+        self.header(e, types::HASH)?;
+        self.out.len(n as u64)?;
+        let mut res = Ok(());
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        h.for_each(&mut |f, v| {
+            if res.is_ok() {
+                res = lzf.string(arena, out, f).and_then(|()| lzf.string(arena, out, v));
+            }
+        });
+        res
+    }
+
+    /// Writes EOF and the CRC. Returns the sink, the last (partial) chunk and the summary.
+    pub fn finish(mut self) -> Result<(S, ChunkBuf, EncodeSummary)> {
+        self.end_db();
+        self.out.byte(opcodes::EOF)?;
+        // The CRC covers everything up to and including EOF; the trailer may straddle a
+        // chunk boundary, so fold the current chunk in before appending it.
+        let mut crc = self.out.crc.clone();
+        crc.update(self.out.buf.as_slice());
+        let sum = crc.finalize();
+        // Hand-offs from here on must not fold the trailer into the CRC again; the digest
+        // in `out` is not used after this point.
+        self.out.put(&sum.to_le_bytes())?;
+        self.summary.bytes = self.out.flushed + self.out.buf.len() as u64;
+        self.summary.crc = sum;
+        let Out { sink, buf, .. } = self.out;
+        Ok((sink, buf, self.summary))
+    }
+}
+
+/// The quicklist node split rule: a node takes the next element while it stays within
+/// 8 KiB (a node always takes at least one element).
+#[derive(Default)]
+struct NodeSplit {
+    bytes: usize,
+    count: usize,
+}
+
+impl NodeSplit {
+    /// Accounts for an element of `size` bytes; true if it starts a new node.
+    #[inline]
+    fn starts_node(&mut self, size: usize) -> bool {
+        let fresh = self.count == 0
+            || self.bytes + size > limits::LIST_NODE_BYTES
+            || self.count >= u16::MAX as usize - 1;
+        if fresh {
+            self.bytes = listpack::HEADER + 1;
+            self.count = 0;
+        }
+        self.bytes += size;
+        self.count += 1;
+        fresh
+    }
+}
+
+/// Encodes a whole keyspace. The caller provides the sink and the first chunk; gets back
+/// the sink, the final partial chunk and the summary.
+pub fn encode<S: ChunkSink>(
+    ks: &dyn Keyspace,
+    opts: &EncodeOptions,
+    sink: S,
+    chunk: ChunkBuf,
+) -> Result<(S, ChunkBuf, EncodeSummary)> {
+    let mut enc = Encoder::new(sink, chunk, opts)?;
+    for info in ks.databases() {
+        enc.begin_db(&info)?;
+        let mut err = None;
+        ks.walk(info.index, &mut |e| match enc.write_entry(e) {
+            Ok(_) => ControlFlow::Continue(()),
+            Err(x) => {
+                err = Some(x);
+                ControlFlow::Break(())
+            }
+        });
+        if let Some(x) = err {
+            return Err(x);
+        }
+    }
+    enc.finish()
+}
+
+/// A sink that appends every chunk to a `Vec<u8>`.
+pub struct VecSink(pub Vec<u8>);
+
+impl ChunkSink for VecSink {
+    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
+        self.0.extend_from_slice(chunk.as_slice());
+        chunk.clear();
+        Ok(())
+    }
+}
+
+/// Encodes a keyspace into memory (tests, tools, small data).
+pub fn encode_to_vec(ks: &dyn Keyspace, opts: &EncodeOptions) -> Result<(Vec<u8>, EncodeSummary)> {
+    let (VecSink(mut v), last, summary) = encode(ks, opts, VecSink(Vec::new()), ChunkBuf::new(64 * 1024))?;
+    v.extend_from_slice(last.as_slice());
+    Ok((v, summary))
+}

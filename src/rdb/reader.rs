@@ -1,0 +1,628 @@
+//! The RDB reader: loads a whole RDB (plain or in an LZ4 frame) into a [`MemKeyspace`].
+//!
+//! **Invariants**
+//! - Never panics on any input; every error names the byte offset (in the RDB stream).
+//! - No allocation is sized by a length read from the input without first checking it
+//!   against the bytes remaining (or, for LZF, against the maximum LZF expansion).
+//! - The CRC-64 trailer is verified unless it is zero ("not computed").
+
+use super::listpack::{self, Elem};
+use super::num::parse_score;
+use super::{intset, lzf, opcodes, types, ziplist, CRC64};
+use crate::error::{Error, Result};
+use crate::frame;
+use crate::keyspace::{MemKeyspace, MemValue};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// How to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Skip (and count) streams and module values instead of failing on them.
+    pub skip_unsupported: bool,
+}
+
+/// One loaded key, as seen by an observer (the `inspect` tool).
+#[derive(Debug)]
+pub struct KeyInfo<'a> {
+    pub db: u32,
+    pub key: &'a [u8],
+    /// The RDB type byte, which names the encoding.
+    pub type_code: u8,
+    pub expire_ms: Option<i64>,
+    /// Bytes the entry takes in the file (expiry, type, key and value).
+    pub bytes: u64,
+    /// Elements (1 for strings); 0 for skipped values.
+    pub elements: u64,
+    pub skipped: bool,
+}
+
+/// What a load found besides the keys.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub version: u32,
+    /// `REDIS` or `VALKEY`.
+    pub magic: &'static str,
+    pub aux: Vec<(Vec<u8>, Vec<u8>)>,
+    /// FUNCTION2 libraries skipped.
+    pub functions_skipped: u64,
+    /// MODULE_AUX records skipped.
+    pub module_aux_skipped: u64,
+    /// Stream and module values skipped (with `skip_unsupported`).
+    pub values_skipped: u64,
+    /// false when the file stores a zero CRC (written with checksums off) or predates them.
+    pub crc_checked: bool,
+    pub crc: u64,
+    /// True when the input was an LZ4 frame.
+    pub lz4_framed: bool,
+    /// Bytes of RDB (after LZ4 decoding).
+    pub rdb_bytes: u64,
+}
+
+/// Reads and loads a file.
+pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
+    let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    load(&data, opts)
+}
+
+/// Loads an RDB held in memory (LZ4-framed input is decoded first).
+pub fn load(data: &[u8], opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
+    let mut ks = MemKeyspace::new();
+    let report = load_with(data, opts, &mut |value, info| {
+        let Some(v) = value else { return Ok(()) };
+        if ks.db_mut(info.db).insert_if_absent(info.key, v, info.expire_ms) {
+            Ok(())
+        } else {
+            Err(format!(
+                "duplicate key {:?} in database {}",
+                String::from_utf8_lossy(info.key),
+                info.db
+            ))
+        }
+    })?;
+    Ok((ks, report))
+}
+
+/// Loads an RDB, calling `sink` for every key with its value and its [`KeyInfo`]
+/// (a skipped stream or module value comes as `None`).
+pub fn load_with(
+    data: &[u8],
+    opts: &LoadOptions,
+    sink: &mut dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), String>,
+) -> Result<LoadReport> {
+    let decoded;
+    let (rdb, framed) = if frame::is_lz4_frame(data) {
+        decoded = frame::decode(data)?;
+        (&decoded[..], true)
+    } else {
+        (data, false)
+    };
+    let mut r = Reader {
+        b: rdb,
+        p: 0,
+        opts,
+        report: LoadReport {
+            lz4_framed: framed,
+            rdb_bytes: rdb.len() as u64,
+            ..LoadReport::default()
+        },
+    };
+    r.run(sink)?;
+    Ok(r.report)
+}
+
+struct Reader<'a, 'o> {
+    b: &'a [u8],
+    p: usize,
+    opts: &'o LoadOptions,
+    report: LoadReport,
+}
+
+/// A length field: a plain length, or the marker of a specially encoded string.
+enum Len {
+    Plain(u64),
+    Special(u8),
+}
+
+impl<'a> Reader<'a, '_> {
+    fn corrupt<T>(&self, at: usize, what: impl Into<String>) -> Result<T> {
+        Err(Error::corrupt(at, what))
+    }
+
+    fn remaining(&self) -> usize {
+        self.b.len() - self.p
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if n > self.remaining() {
+            return self.corrupt(
+                self.p,
+                format!("{what}: needs {n} bytes, {} left (truncated file?)", self.remaining()),
+            );
+        }
+        let s = &self.b[self.p..self.p + n];
+        self.p += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        Ok(self.take(N, what)?.try_into().expect("take returned N bytes"))
+    }
+
+    fn len_field(&mut self, what: &str) -> Result<Len> {
+        let at = self.p;
+        let b = self.u8(what)?;
+        Ok(match b >> 6 {
+            0 => Len::Plain(u64::from(b & 0x3f)),
+            1 => Len::Plain((u64::from(b & 0x3f) << 8) | u64::from(self.u8(what)?)),
+            3 => Len::Special(b & 0x3f),
+            _ => match b {
+                0x80 => Len::Plain(u64::from(u32::from_be_bytes(self.fixed(what)?))),
+                0x81 => Len::Plain(u64::from_be_bytes(self.fixed(what)?)),
+                _ => return self.corrupt(at, format!("{what}: invalid length byte {b:#04x}")),
+            },
+        })
+    }
+
+    fn len(&mut self, what: &str) -> Result<u64> {
+        let at = self.p;
+        match self.len_field(what)? {
+            Len::Plain(n) => Ok(n),
+            Len::Special(_) => self.corrupt(at, format!("{what}: expected a length, found an encoded string")),
+        }
+    }
+
+    /// A count of items that each take at least `min_bytes`: checked against what is left.
+    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
+        let at = self.p;
+        let n = self.len(what)?;
+        if n > (self.remaining() / min_bytes.max(1)) as u64 {
+            return self.corrupt(at, format!("{what}: count {n} exceeds what the {} remaining bytes can hold", self.remaining()));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self, what: &str) -> Result<Cow<'a, [u8]>> {
+        let at = self.p;
+        match self.len_field(what)? {
+            Len::Plain(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                Ok(Cow::Borrowed(self.take(n, what)?))
+            }
+            Len::Special(0) => Ok(Cow::Owned((self.u8(what)? as i8).to_string().into_bytes())),
+            Len::Special(1) => Ok(Cow::Owned(i16::from_le_bytes(self.fixed(what)?).to_string().into_bytes())),
+            Len::Special(2) => Ok(Cow::Owned(i32::from_le_bytes(self.fixed(what)?).to_string().into_bytes())),
+            Len::Special(3) => {
+                let clen = self.len(what)?;
+                let ulen = self.len(what)?;
+                // One 3-byte LZF back reference expands to at most 264 bytes.
+                if ulen > clen.saturating_mul(90).saturating_add(32) {
+                    return self.corrupt(at, format!("{what}: LZF length {ulen} impossible from {clen} compressed bytes"));
+                }
+                let src = self.take(usize::try_from(clen).unwrap_or(usize::MAX), what)?;
+                let mut out = vec![0u8; ulen as usize];
+                let data_at = self.p - src.len();
+                lzf::decompress(src, &mut out).map_err(|(off, m)| Error::corrupt(data_at + off, format!("{what}: {m}")))?;
+                Ok(Cow::Owned(out))
+            }
+            Len::Special(x) => self.corrupt(at, format!("{what}: unknown string encoding {x}")),
+        }
+    }
+
+    fn boxed(&mut self, what: &str) -> Result<Box<[u8]>> {
+        Ok(self.string(what)?.into_owned().into_boxed_slice())
+    }
+
+    fn run(&mut self, sink: &mut dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), String>) -> Result<()> {
+        self.header()?;
+        let mut db: u32 = 0;
+        loop {
+            let entry_at = self.p;
+            let op = self.u8("opcode")?;
+            let mut expire = None;
+            let ty = match op {
+                opcodes::EOF => return self.trailer(entry_at),
+                opcodes::SELECTDB => {
+                    let at = self.p;
+                    let n = self.len("SELECTDB index")?;
+                    if n > 1 << 16 {
+                        return self.corrupt(at, format!("database index {n} out of range"));
+                    }
+                    db = n as u32;
+                    continue;
+                }
+                opcodes::RESIZEDB => {
+                    self.len("RESIZEDB size")?;
+                    self.len("RESIZEDB expires")?;
+                    continue;
+                }
+                opcodes::AUX => {
+                    let k = self.string("AUX key")?.into_owned();
+                    let v = self.string("AUX value")?.into_owned();
+                    self.report.aux.push((k, v));
+                    continue;
+                }
+                opcodes::FUNCTION2 => {
+                    self.string("FUNCTION2 library")?;
+                    self.report.functions_skipped += 1;
+                    continue;
+                }
+                opcodes::MODULE_AUX => {
+                    self.len("MODULE_AUX module id")?;
+                    self.len("MODULE_AUX when opcode")?;
+                    self.len("MODULE_AUX when")?;
+                    self.skip_module_value()?;
+                    self.report.module_aux_skipped += 1;
+                    continue;
+                }
+                opcodes::SLOT_INFO => {
+                    for _ in 0..3 {
+                        self.len("SLOT_INFO")?;
+                    }
+                    continue;
+                }
+                opcodes::FUNCTION_PRE_GA => {
+                    return Err(Error::Unsupported {
+                        offset: entry_at as u64,
+                        what: "pre-release FUNCTION opcode (Redis 7.0 RC files)".into(),
+                    })
+                }
+                opcodes::EXPIRETIME_MS | opcodes::EXPIRETIME | opcodes::IDLE | opcodes::FREQ => {
+                    // Per-key prefixes, in any order, then the type byte.
+                    let mut op = op;
+                    loop {
+                        match op {
+                            opcodes::EXPIRETIME_MS => expire = Some(i64::from_le_bytes(self.fixed("expire time")?)),
+                            opcodes::EXPIRETIME => {
+                                expire = Some(i64::from(i32::from_le_bytes(self.fixed("expire time")?)) * 1000)
+                            }
+                            opcodes::IDLE => {
+                                self.len("LRU idle")?;
+                            }
+                            opcodes::FREQ => {
+                                self.u8("LFU frequency")?;
+                            }
+                            _ => break op,
+                        }
+                        op = self.u8("type")?;
+                    }
+                }
+                t => t,
+            };
+            let key = self.string("key")?;
+            let value = self.value(ty, entry_at)?;
+            self.report.values_skipped += u64::from(value.is_none());
+            let info = KeyInfo {
+                db,
+                key: &key,
+                type_code: ty,
+                expire_ms: expire,
+                bytes: (self.p - entry_at) as u64,
+                elements: value.as_ref().map_or(0, |v| v.len() as u64),
+                skipped: value.is_none(),
+            };
+            sink(value, &info).map_err(|m| Error::corrupt(entry_at, m))?;
+        }
+    }
+
+    fn header(&mut self) -> Result<()> {
+        let (magic, digits): (&'static str, usize) = if self.b.starts_with(b"REDIS") {
+            ("REDIS", 4)
+        } else if self.b.starts_with(b"VALKEY") {
+            ("VALKEY", 3)
+        } else {
+            return self.corrupt(0, "not an RDB file (no REDIS or VALKEY magic)");
+        };
+        self.p = magic.len();
+        let d = self.take(digits, "version")?;
+        let version = std::str::from_utf8(d)
+            .ok()
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u32>().ok());
+        let Some(version) = version else {
+            return self.corrupt(magic.len(), "RDB version is not a number");
+        };
+        let ok = match magic {
+            "REDIS" => (1..=12).contains(&version),
+            _ => version == 80,
+        };
+        if !ok {
+            return self.corrupt(magic.len(), format!("cannot handle RDB format version {magic}{version}"));
+        }
+        self.report.magic = magic;
+        self.report.version = version;
+        Ok(())
+    }
+
+    fn trailer(&mut self, eof_at: usize) -> Result<()> {
+        if self.report.magic == "REDIS" && self.report.version < 5 {
+            return Ok(());
+        }
+        let stored = u64::from_le_bytes(self.fixed("CRC-64 trailer")?);
+        self.report.crc = stored;
+        if stored == 0 {
+            return Ok(());
+        }
+        let got = CRC64.checksum(&self.b[..=eof_at]);
+        if got != stored {
+            return Err(Error::ChecksumMismatch {
+                what: "RDB CRC-64",
+                offset: eof_at as u64 + 1,
+                expected: stored,
+                got,
+            });
+        }
+        self.report.crc_checked = true;
+        Ok(())
+    }
+
+    /// Reads a value of type `ty`. `None` when it was skipped (stream, module).
+    fn value(&mut self, ty: u8, entry_at: usize) -> Result<Option<MemValue>> {
+        let at = self.p;
+        let v = match ty {
+            types::STRING => MemValue::Str(self.boxed("string value")?),
+            types::LIST => {
+                let n = self.count("list length", 1)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.boxed("list element")?);
+                }
+                MemValue::List(v)
+            }
+            types::SET => {
+                let n = self.count("set size", 1)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.boxed("set member")?);
+                }
+                self.unique(at, v.iter().map(|m| &m[..]), "set member")?;
+                MemValue::Set(v)
+            }
+            types::ZSET | types::ZSET_2 => {
+                let n = self.count("sorted set size", 2)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let m = self.boxed("sorted set member")?;
+                    let s_at = self.p;
+                    let s = if ty == types::ZSET_2 {
+                        f64::from_le_bytes(self.fixed("score")?)
+                    } else {
+                        self.ascii_score()?
+                    };
+                    if s.is_nan() {
+                        return self.corrupt(s_at, "sorted set score is NaN");
+                    }
+                    v.push((m, s));
+                }
+                self.unique(at, v.iter().map(|(m, _)| &m[..]), "sorted set member")?;
+                MemValue::ZSet(v)
+            }
+            types::HASH => {
+                let n = self.count("hash size", 2)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let f = self.boxed("hash field")?;
+                    let x = self.boxed("hash value")?;
+                    v.push((f, x));
+                }
+                self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
+                MemValue::Hash(v)
+            }
+            types::SET_INTSET => {
+                let blob = self.string("intset")?;
+                let data_at = self.p - blob.len();
+                let mut v = Vec::new();
+                intset::parse(&blob, |x| v.push(x.to_string().into_bytes().into_boxed_slice()))
+                    .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
+                MemValue::Set(v)
+            }
+            types::LIST_ZIPLIST | types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => {
+                let mut v = Vec::new();
+                if ty == types::LIST_ZIPLIST {
+                    self.blob_elems("list ziplist", false, &mut |e| v.push(e))?;
+                } else {
+                    let n = self.count("quicklist nodes", 2)?;
+                    for _ in 0..n {
+                        if ty == types::LIST_QUICKLIST {
+                            self.blob_elems("quicklist ziplist", false, &mut |e| v.push(e))?;
+                            continue;
+                        }
+                        let c_at = self.p;
+                        match self.len("quicklist container")? {
+                            1 => v.push(self.boxed("quicklist plain node")?),
+                            2 => self.blob_elems("quicklist listpack", true, &mut |e| v.push(e))?,
+                            c => return self.corrupt(c_at, format!("unknown quicklist container {c}")),
+                        }
+                    }
+                }
+                MemValue::List(v)
+            }
+            types::SET_LISTPACK => {
+                let mut v = Vec::new();
+                self.blob_elems("set listpack", true, &mut |e| v.push(e))?;
+                self.unique(at, v.iter().map(|m| &m[..]), "set member")?;
+                MemValue::Set(v)
+            }
+            types::HASH_ZIPLIST | types::HASH_LISTPACK | types::ZSET_ZIPLIST | types::ZSET_LISTPACK => {
+                let lp = matches!(ty, types::HASH_LISTPACK | types::ZSET_LISTPACK);
+                let mut flat = Vec::new();
+                self.blob_elems("pairs", lp, &mut |e| flat.push(e))?;
+                if flat.len() % 2 != 0 {
+                    return self.corrupt(at, "odd number of elements in a field/value encoding");
+                }
+                let mut it = flat.into_iter();
+                if matches!(ty, types::HASH_ZIPLIST | types::HASH_LISTPACK) {
+                    let mut v = Vec::new();
+                    while let (Some(f), Some(x)) = (it.next(), it.next()) {
+                        v.push((f, x));
+                    }
+                    self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
+                    MemValue::Hash(v)
+                } else {
+                    let mut v = Vec::new();
+                    while let (Some(m), Some(s)) = (it.next(), it.next()) {
+                        match parse_score(&s) {
+                            Some(sc) if !sc.is_nan() => v.push((m, sc)),
+                            _ => return self.corrupt(at, format!("bad sorted set score {:?}", String::from_utf8_lossy(&s))),
+                        }
+                    }
+                    self.unique(at, v.iter().map(|(m, _)| &m[..]), "sorted set member")?;
+                    MemValue::ZSet(v)
+                }
+            }
+            types::HASH_ZIPMAP => {
+                let blob = self.string("zipmap")?;
+                let data_at = self.p - blob.len();
+                let mut v = Vec::new();
+                ziplist::parse_zipmap(&blob, |f, x| {
+                    v.push((f.into(), x.into()));
+                    Ok(())
+                })
+                .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
+                self.unique(at, v.iter().map(|(f, _): &(Box<[u8]>, Box<[u8]>)| &f[..]), "hash field")?;
+                MemValue::Hash(v)
+            }
+            types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
+                self.unsupported(entry_at, "stream")?;
+                self.skip_stream(ty)?;
+                return Ok(None);
+            }
+            types::MODULE_2 => {
+                self.unsupported(entry_at, "module value")?;
+                self.len("module id")?;
+                self.skip_module_value()?;
+                return Ok(None);
+            }
+            types::MODULE_PRE_GA => {
+                return Err(Error::Unsupported {
+                    offset: entry_at as u64,
+                    what: "pre-release module value (type 6) cannot be read or skipped".into(),
+                })
+            }
+            types::HASH_METADATA_PRE_GA..=types::HASH_LISTPACK_EX => {
+                return Err(Error::Unsupported {
+                    offset: entry_at as u64,
+                    what: format!("hash with field expiry (type {ty}, Redis 7.4 HFE) is not supported"),
+                })
+            }
+            t => return self.corrupt(entry_at, format!("unknown value type {t}")),
+        };
+        Ok(Some(v))
+    }
+
+    fn unsupported(&self, at: usize, what: &str) -> Result<()> {
+        if self.opts.skip_unsupported {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                offset: at as u64,
+                what: format!("{what} values cannot be loaded (ask to skip them)"),
+            })
+        }
+    }
+
+    fn unique<'x>(&self, at: usize, items: impl Iterator<Item = &'x [u8]>, what: &str) -> Result<()> {
+        let mut seen = HashSet::new();
+        for m in items {
+            if !seen.insert(m) {
+                return self.corrupt(at, format!("duplicate {what} {:?}", String::from_utf8_lossy(m)));
+            }
+        }
+        Ok(())
+    }
+
+    fn ascii_score(&mut self) -> Result<f64> {
+        let at = self.p;
+        match self.u8("score length")? {
+            253 => Ok(f64::NAN),
+            254 => Ok(f64::INFINITY),
+            255 => Ok(f64::NEG_INFINITY),
+            n => {
+                let t = self.take(n as usize, "score")?;
+                parse_score(t).map_or_else(|| self.corrupt(at, "unparsable score text"), Ok)
+            }
+        }
+    }
+
+    /// Reads a string holding a listpack (`lp`) or ziplist, passing each element out.
+    fn blob_elems(&mut self, what: &str, lp: bool, f: &mut dyn FnMut(Box<[u8]>)) -> Result<()> {
+        let s_at = self.p;
+        let blob = self.string(what)?;
+        // Offsets inside an LZF-compressed blob have no place in the file: report the
+        // string's start for those.
+        let data_at = if matches!(blob, Cow::Borrowed(_)) { self.p - blob.len() } else { s_at };
+        let mut each = |e: Elem<'_>| {
+            f(match e {
+                Elem::Str(s) => s.into(),
+                Elem::Int(v) => v.to_string().into_bytes().into_boxed_slice(),
+            });
+            Ok(())
+        };
+        let r = if lp { listpack::parse(&blob, &mut each) } else { ziplist::parse_ziplist(&blob, &mut each) };
+        r.map(|_| ()).map_err(|(o, m)| Error::corrupt(data_at + o, format!("{what}: {m}")))
+    }
+
+    fn skip_module_value(&mut self) -> Result<()> {
+        loop {
+            let at = self.p;
+            match self.len("module opcode")? {
+                0 => return Ok(()),
+                1 | 2 => {
+                    self.len("module integer")?;
+                }
+                3 => {
+                    self.take(4, "module float")?;
+                }
+                4 => {
+                    self.take(8, "module double")?;
+                }
+                5 => {
+                    self.string("module string")?;
+                }
+                x => return self.corrupt(at, format!("unknown module opcode {x}")),
+            }
+        }
+    }
+
+    fn skip_stream(&mut self, ty: u8) -> Result<()> {
+        let nodes = self.count("stream nodes", 2)?;
+        for _ in 0..nodes {
+            self.string("stream node key")?;
+            self.string("stream listpack")?;
+        }
+        let ids = if ty >= types::STREAM_LISTPACKS_2 { 8 } else { 3 };
+        for _ in 0..ids {
+            self.len("stream metadata")?;
+        }
+        let groups = self.count("stream consumer groups", 3)?;
+        for _ in 0..groups {
+            self.string("consumer group name")?;
+            self.len("group last id")?;
+            self.len("group last id")?;
+            if ty >= types::STREAM_LISTPACKS_2 {
+                self.len("group entries read")?;
+            }
+            let pel = self.count("group PEL", 25)?;
+            for _ in 0..pel {
+                self.take(16 + 8, "PEL entry")?;
+                self.len("PEL delivery count")?;
+            }
+            let consumers = self.count("consumers", 10)?;
+            for _ in 0..consumers {
+                self.string("consumer name")?;
+                self.take(8, "consumer seen time")?;
+                if ty >= types::STREAM_LISTPACKS_3 {
+                    self.take(8, "consumer active time")?;
+                }
+                let n = self.count("consumer PEL", 16)?;
+                self.take(n * 16, "consumer PEL")?;
+            }
+        }
+        Ok(())
+    }
+}
