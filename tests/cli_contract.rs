@@ -1,0 +1,169 @@
+//! The `forksnap` command line: exit codes and one-line outputs scripts rely on.
+
+mod common;
+
+use common::datasets;
+use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn forksnap(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_forksnap"));
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn sample(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let ks = datasets::edge_cases(false);
+    let (rdb, _) = encode_to_vec(&ks, &EncodeOptions::default()).unwrap();
+    (common::write_temp(dir, "in.rdb", &rdb), rdb)
+}
+
+#[test]
+fn verify_accepts_valid_and_names_the_offset_of_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, rdb) = sample(dir.path());
+    let o = forksnap(&[&"verify", &p]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{so}{se}");
+    assert_eq!(so.lines().count(), 1, "{so}");
+    assert!(so.starts_with("ok: ") && so.contains("REDIS0011") && so.contains("checksum ok"), "{so}");
+    assert!(so.contains("db0=") && so.contains("db1=2") && so.contains("db9=1"), "{so}");
+
+    let truncated = common::write_temp(dir.path(), "cut.rdb", &rdb[..rdb.len() / 2]);
+    let o = forksnap(&[&"verify", &truncated]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(so.is_empty());
+    assert_eq!(se.lines().count(), 1, "{se}");
+    assert!(se.contains("at byte"), "{se}");
+
+    let mut flipped = rdb.clone();
+    let n = flipped.len();
+    flipped[n - 20] ^= 0x10;
+    let f = common::write_temp(dir.path(), "flip.rdb", &flipped);
+    let o = forksnap(&[&"verify", &f]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("byte"), "{}", text(&o).1);
+
+    let o = forksnap(&[&"verify", &dir.path().join("missing.rdb")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("missing.rdb"));
+}
+
+#[test]
+fn inspect_reports_types_encodings_and_largest_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = sample(dir.path());
+    let o = forksnap(&[&"inspect", &p, &"--json"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ks = datasets::edge_cases(false);
+    assert_eq!(v["keys"].as_u64().unwrap(), ks.len() as u64);
+    assert_eq!(v["keys_per_db"]["9"], 1);
+    let encs: Vec<String> = v["encodings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}/{}", e["type"].as_str().unwrap(), e["encoding"].as_str().unwrap()))
+        .collect();
+    for want in ["set/intset", "set/listpack", "set/hashtable", "hash/listpack", "hash/hashtable", "zset/listpack", "zset/skiplist", "list/quicklist2", "string/string"] {
+        assert!(encs.contains(&want.to_string()), "missing {want} in {encs:?}");
+    }
+    let expiring = ks.dbs().map(|(_, d)| d.expires()).sum::<u64>();
+    assert_eq!(v["expiring_keys"].as_u64().unwrap(), expiring);
+    let largest = v["largest_keys"].as_array().unwrap();
+    assert_eq!(largest.len(), 10);
+    assert!(largest[0]["bytes"].as_u64() >= largest[1]["bytes"].as_u64());
+    let o = forksnap(&[&"inspect", &p]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).0.contains("largest keys"));
+}
+
+#[test]
+fn convert_writes_each_version_and_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = sample(dir.path());
+    let original = load(&std::fs::read(&p).unwrap(), &LoadOptions::default()).unwrap().0;
+    for v in ["9", "10", "11"] {
+        for c in ["none", "lzf", "lz4"] {
+            let out = dir.path().join(format!("out-{v}-{c}.rdb"));
+            let o = forksnap(&[&"convert", &p, &out, &"--rdb-version", &v, &"--compression", &c]);
+            assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+            let data = std::fs::read(&out).unwrap();
+            assert_eq!(data.starts_with(b"REDIS"), c != "lz4");
+            let (ks, report) = load(&data, &LoadOptions::default()).unwrap();
+            assert_eq!(report.version.to_string(), v);
+            common::assert_same_data(&original, &ks);
+        }
+    }
+}
+
+#[test]
+fn convert_never_replaces_the_target_with_a_bad_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, rdb) = sample(dir.path());
+    let target = common::write_temp(dir.path(), "target.rdb", b"precious");
+    let bad = common::write_temp(dir.path(), "bad.rdb", &rdb[..rdb.len() - 30]);
+    let o = forksnap(&[&"convert", &bad, &target]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    let o = forksnap(&[&"convert", &p, &target, &"--rdb-version", &"12"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("temp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    // A good conversion does replace it.
+    let o = forksnap(&[&"convert", &p, &target]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(std::fs::read(&target).unwrap().starts_with(b"REDIS0011"));
+}
+
+/// `--compression lz4` is the plain RDB (no LZF) in a standard LZ4 frame: `lz4 -d`
+/// restores it byte for byte.
+#[test]
+fn lz4_cli_restores_the_plain_rdb() {
+    let Some(lz4) = common::require_tool("lz4") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ks = datasets::edge_cases(true);
+    let (plain, _) = encode_to_vec(&ks, &EncodeOptions { lzf: false, ..Default::default() }).unwrap();
+    let p = common::write_temp(dir.path(), "plain.rdb", &plain);
+    let framed = dir.path().join("framed.rdb.lz4");
+    let o = forksnap(&[&"convert", &p, &framed, &"--compression", &"lz4"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let restored = dir.path().join("restored.rdb");
+    let o = Command::new(lz4).arg("-d").arg("-f").arg(&framed).arg(&restored).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back = std::fs::read(&restored).unwrap();
+    // The header's ctime differs between the two encodes; everything else must match.
+    let (a, _) = load(&back, &LoadOptions::default()).unwrap();
+    common::assert_same_data(&ks, &a);
+    assert_eq!(back.len(), plain.len());
+    let strip = |b: &[u8]| {
+        let (_, r) = load(b, &LoadOptions::default()).unwrap();
+        r.aux.into_iter().filter(|(k, _)| k != b"ctime").collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&back), strip(&plain));
+
+    // Byte for byte: the library's LZ4 save with a fixed ctime, decoded by lz4 -d, is
+    // exactly the plain RDB.
+    let opts = EncodeOptions { lzf: false, ctime: 1_700_000_000, ..Default::default() };
+    let (plain, _) = encode_to_vec(&ks, &opts).unwrap();
+    let lz = dir.path().join("lib.rdb.lz4");
+    let save_opts = forksnap::SaveOptions { encode: opts, format: forksnap::Format::Lz4, chunk_size: 256 << 10 };
+    forksnap::save(&ks, &lz, &save_opts).unwrap();
+    let restored = dir.path().join("lib-restored.rdb");
+    let o = Command::new("lz4").arg("-d").arg("-f").arg(&lz).arg(&restored).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&restored).unwrap() == plain, "lz4 -d output differs from the plain RDB");
+}

@@ -1,0 +1,317 @@
+//! `forksnap`: verify, inspect and convert RDB files; `bench` snapshots a built-in
+//! dataset. The exit-code and output contract is relied on by scripts: see README.md.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use forksnap::rdb::reader::{load_with, KeyInfo};
+use forksnap::rdb::{load, types, EncodeOptions, LoadOptions};
+use forksnap::{save, Format, MemKeyspace, SaveOptions};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "forksnap", version, about = "Redis-compatible RDB snapshots: verify, inspect, convert, bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Compression {
+    None,
+    Lzf,
+    Lz4,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check a file (plain RDB or LZ4-framed): exit 0 with a summary line, or 1 with the error.
+    Verify { file: PathBuf },
+    /// Keys per database, type and encoding; expiring keys; bytes per type; largest keys.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// How many of the largest keys to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Read any RDB (plain or LZ4-framed) and write it again; OUT is replaced only when complete.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u8).range(9..=11))]
+        rdb_version: u8,
+        #[arg(long, value_enum, default_value_t = Compression::Lzf)]
+        compression: Compression,
+        /// Drop streams and module values instead of refusing the file.
+        #[arg(long)]
+        skip_unsupported: bool,
+    },
+    /// Snapshot a built-in DEBUG POPULATE-shaped dataset in each format and report timings.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The contract is "exit 1 with one line", never a panic trace.
+    std::panic::set_hook(Box::new(|_| {}));
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!("error: internal error (a forksnap bug, please report): {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn out(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Verify { file } => verify(&file),
+        Cmd::Inspect { file, json, top } => inspect(&file, json, top),
+        Cmd::Convert {
+            input,
+            output,
+            rdb_version,
+            compression,
+            skip_unsupported,
+        } => convert(&input, &output, rdb_version, compression, skip_unsupported),
+        Cmd::Bench {
+            keys,
+            value_size,
+            runs,
+        } => bench(keys, value_size, runs),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn verify(file: &Path) -> Result<(), String> {
+    let data = read(file)?;
+    let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
+    let report = load_with(&data, &LoadOptions { skip_unsupported: true }, &mut |_, info| {
+        *per_db.entry(info.db).or_default() += 1;
+        Ok(())
+    })
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let dbs: Vec<String> = per_db.iter().map(|(d, n)| format!("db{d}={n}")).collect();
+    let crc = if report.crc_checked {
+        format!("checksum ok ({:#018x})", report.crc)
+    } else {
+        "checksum not stored".to_string()
+    };
+    out(&format!(
+        "ok: {} {}{:04} {}, keys {} [{}], {} not loadable (streams/modules), {crc}",
+        file.display(),
+        report.magic,
+        report.version,
+        if report.lz4_framed { "(LZ4 frame)" } else { "(plain)" },
+        per_db.values().sum::<u64>(),
+        dbs.join(" "),
+        report.values_skipped,
+    ));
+    Ok(())
+}
+
+fn type_encoding(code: u8) -> (&'static str, &'static str) {
+    match code {
+        types::STRING => ("string", "string"),
+        types::LIST => ("list", "linkedlist"),
+        types::SET => ("set", "hashtable"),
+        types::ZSET | types::ZSET_2 => ("zset", "skiplist"),
+        types::HASH => ("hash", "hashtable"),
+        types::HASH_ZIPMAP => ("hash", "zipmap"),
+        types::LIST_ZIPLIST => ("list", "ziplist"),
+        types::SET_INTSET => ("set", "intset"),
+        types::ZSET_ZIPLIST => ("zset", "ziplist"),
+        types::HASH_ZIPLIST => ("hash", "ziplist"),
+        types::LIST_QUICKLIST => ("list", "quicklist"),
+        types::LIST_QUICKLIST_2 => ("list", "quicklist2"),
+        types::HASH_LISTPACK => ("hash", "listpack"),
+        types::ZSET_LISTPACK => ("zset", "listpack"),
+        types::SET_LISTPACK => ("set", "listpack"),
+        types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => ("stream", "listpacks"),
+        _ => ("module", "module"),
+    }
+}
+
+fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
+    let data = read(file)?;
+    let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut per_enc: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut bytes_per_type: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut expiring = 0u64;
+    let mut largest: Vec<(u64, u32, Vec<u8>, &str, u64)> = Vec::new();
+    let mut record = |info: &KeyInfo<'_>| {
+        let (t, e) = type_encoding(info.type_code);
+        *per_db.entry(info.db).or_default() += 1;
+        *per_enc.entry((t, e)).or_default() += 1;
+        *bytes_per_type.entry(t).or_default() += info.bytes;
+        expiring += u64::from(info.expire_ms.is_some());
+        if top > 0 && (largest.len() < top || info.bytes > largest.last().map_or(0, |l| l.0)) {
+            largest.push((info.bytes, info.db, info.key.to_vec(), t, info.elements));
+            largest.sort_by(|a, b| b.0.cmp(&a.0));
+            largest.truncate(top);
+        }
+    };
+    let report = load_with(&data, &LoadOptions { skip_unsupported: true }, &mut |_, info| {
+        record(info);
+        Ok(())
+    })
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    if json {
+        let v = serde_json::json!({
+            "file": file.display().to_string(),
+            "magic": report.magic,
+            "version": report.version,
+            "lz4_framed": report.lz4_framed,
+            "rdb_bytes": report.rdb_bytes,
+            "crc_checked": report.crc_checked,
+            "keys": per_db.values().sum::<u64>(),
+            "keys_per_db": per_db.iter().map(|(d, n)| (d.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            "expiring_keys": expiring,
+            "encodings": per_enc.iter().map(|((t, e), n)| serde_json::json!({"type": t, "encoding": e, "keys": n})).collect::<Vec<_>>(),
+            "bytes_per_type": bytes_per_type,
+            "largest_keys": largest.iter().map(|(b, d, k, t, n)| serde_json::json!({
+                "db": d, "key": String::from_utf8_lossy(k), "type": t, "bytes": b, "elements": n})).collect::<Vec<_>>(),
+            "aux": report.aux.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned())).collect::<BTreeMap<_, _>>(),
+            "skipped_values": report.values_skipped,
+            "functions": report.functions_skipped,
+        });
+        out(&v.to_string());
+        return Ok(());
+    }
+    out(&format!(
+        "{}: {}{:04}{}, {} bytes of RDB, checksum {}",
+        file.display(),
+        report.magic,
+        report.version,
+        if report.lz4_framed { " in an LZ4 frame" } else { "" },
+        report.rdb_bytes,
+        if report.crc_checked { "ok" } else { "not stored" }
+    ));
+    out(&format!("keys: {} ({expiring} with expiry)", per_db.values().sum::<u64>()));
+    for (d, n) in &per_db {
+        out(&format!("  db{d:<4} {n:>12}"));
+    }
+    out("type     encoding        keys         bytes");
+    for ((t, e), n) in &per_enc {
+        out(&format!("  {t:<7}{e:<12}{n:>10}  {:>12}", ""));
+    }
+    for (t, b) in &bytes_per_type {
+        out(&format!("  {t:<7}{:<12}{:>10}  {b:>12}", "(all)", ""));
+    }
+    if !largest.is_empty() {
+        out("largest keys (bytes in file):");
+        for (b, d, k, t, n) in &largest {
+            out(&format!("  {b:>12}  db{d} {t} ({n} elements) {:?}", String::from_utf8_lossy(k)));
+        }
+    }
+    if report.values_skipped > 0 || report.functions_skipped > 0 {
+        out(&format!(
+            "not loadable: {} stream/module values, {} function libraries",
+            report.values_skipped, report.functions_skipped
+        ));
+    }
+    Ok(())
+}
+
+fn convert(input: &Path, output: &Path, version: u8, compression: Compression, skip: bool) -> Result<(), String> {
+    let data = read(input)?;
+    let (ks, report) = load(&data, &LoadOptions { skip_unsupported: skip })
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    drop(data);
+    let opts = SaveOptions {
+        encode: EncodeOptions {
+            version,
+            lzf: matches!(compression, Compression::Lzf),
+            ..EncodeOptions::default()
+        },
+        format: if matches!(compression, Compression::Lz4) { Format::Lz4 } else { Format::Rdb },
+        ..SaveOptions::default()
+    };
+    let r = save(&ks, output, &opts).map_err(|e| e.to_string())?;
+    out(&format!(
+        "wrote {}: {} keys, {} bytes{}",
+        output.display(),
+        r.summary.keys(),
+        r.bytes_written,
+        if report.values_skipped > 0 {
+            format!(", dropped {} stream/module values", report.values_skipped)
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
+}
+
+fn bench(keys: u64, value_size: usize, runs: usize) -> Result<(), String> {
+    let t = Instant::now();
+    let mut ks = MemKeyspace::new();
+    ks.populate(keys, value_size);
+    out(&format!(
+        "dataset: DEBUG POPULATE {keys} key {value_size} built in {:.2} s",
+        t.elapsed().as_secs_f64()
+    ));
+    let dir = tempfile_dir()?;
+    out("format    median_s   keys/s        RDB MB/s   file bytes     (in-process save, fsync included)");
+    for (name, format, lzf) in [("rdb", Format::Rdb, false), ("rdb-lzf", Format::Rdb, true), ("lz4", Format::Lz4, false)] {
+        let path = dir.join(format!("bench-{name}.rdb"));
+        let opts = SaveOptions {
+            encode: EncodeOptions { lzf, ..EncodeOptions::default() },
+            format,
+            ..SaveOptions::default()
+        };
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            let r = save(&ks, &path, &opts).map_err(|e| e.to_string())?;
+            times.push(t.elapsed().as_secs_f64());
+            last = Some(r);
+        }
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        let r = last.expect("at least one run");
+        out(&format!(
+            "{name:<9} {med:>8.3}   {:>10.0}   {:>9.1}   {:>12}",
+            keys as f64 / med,
+            r.summary.bytes as f64 / med / 1e6,
+            r.bytes_written
+        ));
+        let _ = std::fs::remove_file(&path);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let d = std::env::temp_dir().join(format!("forksnap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    Ok(d)
+}
