@@ -4,8 +4,6 @@
 //! ([`rdb`]), optionally wrapped in an LZ4 frame ([`frame`]), and writes it so that stock
 //! Redis and Valkey load it. See `ARCHITECTURE.md` for the pipeline and its invariants.
 #![cfg(target_os = "linux")]
-#![warn(missing_debug_implementations)]
-#![allow(missing_debug_implementations)]
 
 pub mod buf;
 pub mod error;

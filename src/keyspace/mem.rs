@@ -282,6 +282,21 @@ impl MemDb {
     }
 }
 
+impl std::fmt::Debug for MemDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemDb")
+            .field("keys", &self.slots.len())
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MemKeyspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.dbs()).finish()
+    }
+}
+
 /// An owned, indexed keyspace with any number of databases.
 #[derive(Clone, Default)]
 pub struct MemKeyspace {

@@ -1,0 +1,122 @@
+//! Damaged input gives an error naming a byte offset: never a panic, never a huge
+//! allocation from a corrupt length.
+
+mod common;
+
+use common::datasets;
+use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
+use forksnap::{Error, Format, SaveOptions};
+use proptest::prelude::*;
+
+fn sample(version: u8, lzf: bool) -> Vec<u8> {
+    encode_to_vec(&datasets::edge_cases(false), &EncodeOptions { version, lzf, ..Default::default() })
+        .unwrap()
+        .0
+}
+
+fn offset_of(e: &Error) -> Option<u64> {
+    match e {
+        Error::Corrupt { offset, .. } | Error::ChecksumMismatch { offset, .. } | Error::Unsupported { offset, .. } => {
+            Some(*offset)
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_truncation_is_an_error_with_an_offset() {
+    for (v, lzf) in [(9, true), (10, false), (11, true)] {
+        let rdb = sample(v, lzf);
+        // Every cut near the start and end, and a stride through the middle.
+        let cuts = (0..rdb.len().min(2000)).chain((2000..rdb.len()).step_by(97)).chain(rdb.len() - 9..rdb.len());
+        for cut in cuts {
+            let e = load(&rdb[..cut], &LoadOptions::default()).err().unwrap_or_else(|| panic!("cut at {cut} loaded"));
+            let off = offset_of(&e).unwrap_or_else(|| panic!("no offset in {e}"));
+            assert!(off <= cut as u64, "offset {off} beyond the {cut} bytes given: {e}");
+            assert!(e.to_string().contains("byte"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn flipped_bytes_are_caught() {
+    let rdb = sample(11, true);
+    for at in (9..rdb.len()).step_by(13) {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = rdb.clone();
+            bad[at] ^= bit;
+            let r = load(&bad, &LoadOptions::default());
+            assert!(r.is_err(), "flip {bit:#x} at {at} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn lz4_frame_damage_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.rdb.lz4");
+    let opts = SaveOptions { format: Format::Lz4, chunk_size: 64 << 10, ..Default::default() };
+    forksnap::save(&datasets::edge_cases(true), &p, &opts).unwrap();
+    let data = std::fs::read(&p).unwrap();
+    assert!(load(&data, &LoadOptions::default()).is_ok());
+    for at in (0..data.len()).step_by(data.len() / 50) {
+        let mut bad = data.clone();
+        bad[at] ^= 0x20;
+        assert!(load(&bad, &LoadOptions::default()).is_err(), "flip at {at}");
+    }
+    for cut in (0..data.len()).step_by(data.len() / 50) {
+        assert!(load(&data[..cut], &LoadOptions::default()).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn absurd_lengths_do_not_allocate() {
+    // A list claiming 2^60 elements, a string claiming 4 GiB, an LZF string claiming
+    // 1 TiB: each must be refused before any allocation of that size.
+    let mut base = b"REDIS0011".to_vec();
+    base.extend_from_slice(&[0xFE, 0x00]);
+    for value in [
+        [&[1u8, 1, b'k', 0x81][..], &(1u64 << 60).to_be_bytes()].concat(),
+        [&[0u8, 1, b'k', 0x80][..], &u32::MAX.to_be_bytes()].concat(),
+        [&[0u8, 1, b'k', 0xC3, 0x02, 0x81][..], &(1u64 << 40).to_be_bytes(), &[0, 0]].concat(),
+    ] {
+        let mut f = base.clone();
+        f.extend_from_slice(&value);
+        let e = load(&f, &LoadOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+}
+
+#[test]
+fn wrong_magic_and_versions_are_named() {
+    for (input, want) in [
+        (&b"RADIS0011"[..], "not an RDB"),
+        (b"REDIS0013\xff", "version"),
+        (b"REDIS00x1\xff", "version"),
+        (b"VALKEY081\xff", "version"),
+        (b"", "not an RDB"),
+    ] {
+        let e = load(input, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(want), "{input:?}: {e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    #[test]
+    fn random_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut f = b"REDIS0011".to_vec();
+        f.extend_from_slice(&body);
+        let _ = load(&f, &LoadOptions::default());
+    }
+
+    #[test]
+    fn mutated_files_never_panic(at in 9usize..3000, val in any::<u8>(), cut in 0usize..4000) {
+        let rdb = sample(10, true);
+        let mut bad = rdb.clone();
+        let at = at % bad.len();
+        bad[at] = val;
+        bad.truncate(cut.max(10).min(bad.len()));
+        let _ = load(&bad, &LoadOptions::default());
+    }
+}
