@@ -1,1 +1,177 @@
-fn main(){}
+//! Encoder micro-benchmarks on DEBUG POPULATE-shaped data and the building blocks of the
+//! hot path. `cargo bench --bench encode`.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use forksnap::buf::ChunkBuf;
+use forksnap::keyspace::{Keyspace, MemKeyspace};
+use forksnap::rdb::listpack::LpWriter;
+use forksnap::rdb::{encode, lzf, ChunkSink, EncodeOptions, CRC64};
+use forksnap::Result;
+use std::ops::ControlFlow;
+
+const KEYS: u64 = 200_000;
+
+struct Discard;
+impl ChunkSink for Discard {
+    fn chunk_full(&mut self, c: &mut ChunkBuf) -> Result<()> {
+        black_box(c.as_slice());
+        c.clear();
+        Ok(())
+    }
+}
+
+fn populate() -> MemKeyspace {
+    let mut ks = MemKeyspace::new();
+    ks.populate(KEYS, 100);
+    ks
+}
+
+fn encoded_len(ks: &MemKeyspace, lzf: bool) -> u64 {
+    let opts = EncodeOptions {
+        lzf,
+        ..Default::default()
+    };
+    encode(ks, &opts, Discard, ChunkBuf::new(1 << 20))
+        .unwrap()
+        .2
+        .bytes
+}
+
+fn bench_encode(c: &mut Criterion) {
+    let ks = populate();
+    let plain_bytes = encoded_len(&ks, false);
+    let mut g = c.benchmark_group("encode_populate_200k_x100B");
+    g.sample_size(15);
+    // Throughput is the uncompressed RDB size in both cases, so the two compare directly.
+    g.throughput(Throughput::Bytes(plain_bytes));
+    for lzf in [false, true] {
+        g.bench_with_input(BenchmarkId::new("lzf", lzf), &lzf, |b, &lzf| {
+            let opts = EncodeOptions {
+                lzf,
+                ..Default::default()
+            };
+            b.iter(|| {
+                encode(&ks, &opts, Discard, ChunkBuf::new(1 << 20))
+                    .unwrap()
+                    .2
+                    .bytes
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("keyspace_walk_200k");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(KEYS));
+    g.bench_function("memkeyspace", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            // Touch the key's and the value's bytes, as an encoder must (pointer chase).
+            ks.walk(0, &mut |e| {
+                n += usize::from(e.key[e.key.len() - 1]);
+                if let forksnap::Value::Str(v) = e.value {
+                    n += usize::from(v[0]);
+                }
+                ControlFlow::Continue(())
+            });
+            n
+        })
+    });
+    g.finish();
+}
+
+fn bench_blocks(c: &mut Criterion) {
+    let mut value = b"value:123456".to_vec();
+    value.resize(100, 0);
+    let mut table = Box::new([0u32; lzf::HASH_SIZE]);
+    let mut out = vec![0u8; 96];
+    let mut g = c.benchmark_group("lzf");
+    g.throughput(Throughput::Bytes(100));
+    g.bench_function("compress_100B_populate_value", |b| {
+        b.iter(|| lzf::compress(black_box(&value), &mut out, &mut table))
+    });
+    let text: Vec<u8> = (0..65536u32)
+        .map(|i| {
+            b"the quick brown fox jumps over the lazy dog "[(i % 44) as usize]
+                ^ ((i / 997) as u8 & 1)
+        })
+        .collect();
+    let mut out = vec![0u8; text.len()];
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("compress_64KiB_text", |b| {
+        b.iter(|| lzf::compress(black_box(&text), &mut out, &mut table))
+    });
+    g.finish();
+
+    let mib: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let mut g = c.benchmark_group("checksums_1MiB");
+    g.throughput(Throughput::Bytes(mib.len() as u64));
+    g.bench_function("crc64_redis_slice16", |b| {
+        b.iter(|| CRC64.checksum(black_box(&mib)))
+    });
+    g.bench_function("xxh32", |b| {
+        b.iter(|| xxhash_rust::xxh32::xxh32(black_box(&mib), 0))
+    });
+    g.finish();
+
+    let ks = populate();
+    let mut raw = Vec::new();
+    let opts = EncodeOptions {
+        lzf: false,
+        ..Default::default()
+    };
+    let (s, last, _) = encode(
+        &ks,
+        &opts,
+        forksnap::rdb::encoder::VecSink(Vec::new()),
+        ChunkBuf::new(1 << 20),
+    )
+    .unwrap();
+    raw.extend_from_slice(&s.0[..1 << 20]);
+    drop(last);
+    let mut g = c.benchmark_group("lz4_chunk_1MiB_rdb");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    let mut out = Vec::with_capacity(2 << 20);
+    g.bench_function("frame_blocks", |b| {
+        b.iter(|| {
+            out.clear();
+            forksnap::frame::compress_blocks(
+                black_box(&raw),
+                forksnap::frame::BlockMax::M1,
+                &mut out,
+            );
+            out.len()
+        })
+    });
+    g.finish();
+
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = (0..128)
+        .map(|i| {
+            (
+                format!("field:{i}").into_bytes(),
+                format!("{}", i * 1000).into_bytes(),
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("listpack");
+    g.throughput(Throughput::Elements(256));
+    let mut buf = Vec::with_capacity(8192);
+    g.bench_function("build_hash_128_fields", |b| {
+        b.iter(|| {
+            buf.clear();
+            let mut w = LpWriter::begin(&mut buf);
+            for (f, v) in &fields {
+                w.push(&mut buf, f);
+                w.push(&mut buf, v);
+            }
+            w.finish(&mut buf);
+            buf.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_blocks);
+criterion_main!(benches);

@@ -3,6 +3,9 @@
 //! A server implements [`Keyspace`] over its data; forksnap encodes it as Redis RDB
 //! ([`rdb`]), optionally wrapped in an LZ4 frame ([`frame`]), and writes it so that stock
 //! Redis and Valkey load it. See `ARCHITECTURE.md` for the pipeline and its invariants.
+//!
+//! The README follows; its example is compiled as a doctest.
+#![doc = include_str!("../README.md")]
 #![cfg(target_os = "linux")]
 
 pub mod buf;

@@ -16,7 +16,10 @@ fn forksnap(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn sample(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
@@ -33,8 +36,14 @@ fn verify_accepts_valid_and_names_the_offset_of_damage() {
     let (so, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{so}{se}");
     assert_eq!(so.lines().count(), 1, "{so}");
-    assert!(so.starts_with("ok: ") && so.contains("REDIS0011") && so.contains("checksum ok"), "{so}");
-    assert!(so.contains("db0=") && so.contains("db1=2") && so.contains("db9=1"), "{so}");
+    assert!(
+        so.starts_with("ok: ") && so.contains("REDIS0011") && so.contains("checksum ok"),
+        "{so}"
+    );
+    assert!(
+        so.contains("db0=") && so.contains("db1=2") && so.contains("db9=1"),
+        "{so}"
+    );
 
     let truncated = common::write_temp(dir.path(), "cut.rdb", &rdb[..rdb.len() / 2]);
     let o = forksnap(&[&"verify", &truncated]);
@@ -71,10 +80,29 @@ fn inspect_reports_types_encodings_and_largest_keys() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{}/{}", e["type"].as_str().unwrap(), e["encoding"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["type"].as_str().unwrap(),
+                e["encoding"].as_str().unwrap()
+            )
+        })
         .collect();
-    for want in ["set/intset", "set/listpack", "set/hashtable", "hash/listpack", "hash/hashtable", "zset/listpack", "zset/skiplist", "list/quicklist2", "string/string"] {
-        assert!(encs.contains(&want.to_string()), "missing {want} in {encs:?}");
+    for want in [
+        "set/intset",
+        "set/listpack",
+        "set/hashtable",
+        "hash/listpack",
+        "hash/hashtable",
+        "zset/listpack",
+        "zset/skiplist",
+        "list/quicklist2",
+        "string/string",
+    ] {
+        assert!(
+            encs.contains(&want.to_string()),
+            "missing {want} in {encs:?}"
+        );
     }
     let expiring = ks.dbs().map(|(_, d)| d.expires()).sum::<u64>();
     assert_eq!(v["expiring_keys"].as_u64().unwrap(), expiring);
@@ -90,11 +118,21 @@ fn inspect_reports_types_encodings_and_largest_keys() {
 fn convert_writes_each_version_and_compression() {
     let dir = tempfile::tempdir().unwrap();
     let (p, _) = sample(dir.path());
-    let original = load(&std::fs::read(&p).unwrap(), &LoadOptions::default()).unwrap().0;
+    let original = load(&std::fs::read(&p).unwrap(), &LoadOptions::default())
+        .unwrap()
+        .0;
     for v in ["9", "10", "11"] {
         for c in ["none", "lzf", "lz4"] {
             let out = dir.path().join(format!("out-{v}-{c}.rdb"));
-            let o = forksnap(&[&"convert", &p, &out, &"--rdb-version", &v, &"--compression", &c]);
+            let o = forksnap(&[
+                &"convert",
+                &p,
+                &out,
+                &"--rdb-version",
+                &v,
+                &"--compression",
+                &c,
+            ]);
             assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
             let data = std::fs::read(&out).unwrap();
             assert_eq!(data.starts_with(b"REDIS"), c != "lz4");
@@ -133,16 +171,31 @@ fn convert_never_replaces_the_target_with_a_bad_result() {
 /// restores it byte for byte.
 #[test]
 fn lz4_cli_restores_the_plain_rdb() {
-    let Some(lz4) = common::require_tool("lz4") else { return };
+    let Some(lz4) = common::require_tool("lz4") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ks = datasets::edge_cases(true);
-    let (plain, _) = encode_to_vec(&ks, &EncodeOptions { lzf: false, ..Default::default() }).unwrap();
+    let (plain, _) = encode_to_vec(
+        &ks,
+        &EncodeOptions {
+            lzf: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let p = common::write_temp(dir.path(), "plain.rdb", &plain);
     let framed = dir.path().join("framed.rdb.lz4");
     let o = forksnap(&[&"convert", &p, &framed, &"--compression", &"lz4"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let restored = dir.path().join("restored.rdb");
-    let o = Command::new(lz4).arg("-d").arg("-f").arg(&framed).arg(&restored).output().unwrap();
+    let o = Command::new(lz4)
+        .arg("-d")
+        .arg("-f")
+        .arg(&framed)
+        .arg(&restored)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let back = std::fs::read(&restored).unwrap();
     // The header's ctime differs between the two encodes; everything else must match.
@@ -151,19 +204,39 @@ fn lz4_cli_restores_the_plain_rdb() {
     assert_eq!(back.len(), plain.len());
     let strip = |b: &[u8]| {
         let (_, r) = load(b, &LoadOptions::default()).unwrap();
-        r.aux.into_iter().filter(|(k, _)| k != b"ctime").collect::<Vec<_>>()
+        r.aux
+            .into_iter()
+            .filter(|(k, _)| k != b"ctime")
+            .collect::<Vec<_>>()
     };
     assert_eq!(strip(&back), strip(&plain));
 
     // Byte for byte: the library's LZ4 save with a fixed ctime, decoded by lz4 -d, is
     // exactly the plain RDB.
-    let opts = EncodeOptions { lzf: false, ctime: 1_700_000_000, ..Default::default() };
+    let opts = EncodeOptions {
+        lzf: false,
+        ctime: 1_700_000_000,
+        ..Default::default()
+    };
     let (plain, _) = encode_to_vec(&ks, &opts).unwrap();
     let lz = dir.path().join("lib.rdb.lz4");
-    let save_opts = forksnap::SaveOptions { encode: opts, format: forksnap::Format::Lz4, chunk_size: 256 << 10 };
+    let save_opts = forksnap::SaveOptions {
+        encode: opts,
+        format: forksnap::Format::Lz4,
+        chunk_size: 256 << 10,
+    };
     forksnap::save(&ks, &lz, &save_opts).unwrap();
     let restored = dir.path().join("lib-restored.rdb");
-    let o = Command::new("lz4").arg("-d").arg("-f").arg(&lz).arg(&restored).output().unwrap();
+    let o = Command::new("lz4")
+        .arg("-d")
+        .arg("-f")
+        .arg(&lz)
+        .arg(&restored)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read(&restored).unwrap() == plain, "lz4 -d output differs from the plain RDB");
+    assert!(
+        std::fs::read(&restored).unwrap() == plain,
+        "lz4 -d output differs from the plain RDB"
+    );
 }

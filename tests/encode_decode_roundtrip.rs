@@ -31,15 +31,29 @@ fn value() -> impl Strategy<Value = MemValue> {
         any::<i64>().prop_map(MemValue::Int),
         proptest::collection::vec(bytes(), 1..300).prop_map(MemValue::list),
         proptest::collection::hash_set(bytes(), 1..200).prop_map(|s| MemValue::set(s).unwrap()),
-        proptest::collection::hash_set(any::<i32>().prop_map(|v| v.to_string().into_bytes()), 1..600)
-            .prop_map(|s| MemValue::set(s).unwrap()),
-        proptest::collection::hash_map(bytes(), score(), 1..200).prop_map(|m| MemValue::zset(m).unwrap()),
-        proptest::collection::hash_map(bytes(), bytes(), 1..200).prop_map(|m| MemValue::hash(m).unwrap()),
+        proptest::collection::hash_set(
+            any::<i32>().prop_map(|v| v.to_string().into_bytes()),
+            1..600
+        )
+        .prop_map(|s| MemValue::set(s).unwrap()),
+        proptest::collection::hash_map(bytes(), score(), 1..200)
+            .prop_map(|m| MemValue::zset(m).unwrap()),
+        proptest::collection::hash_map(bytes(), bytes(), 1..200)
+            .prop_map(|m| MemValue::hash(m).unwrap()),
     ]
 }
 
 fn keyspace() -> impl Strategy<Value = MemKeyspace> {
-    proptest::collection::vec((0u32..4, bytes(), value(), proptest::option::of(any::<i64>())), 0..30).prop_map(|items| {
+    proptest::collection::vec(
+        (
+            0u32..4,
+            bytes(),
+            value(),
+            proptest::option::of(any::<i64>()),
+        ),
+        0..30,
+    )
+    .prop_map(|items| {
         let mut ks = MemKeyspace::new();
         for (db, k, v, e) in items {
             ks.insert(db, k, v, e);

@@ -9,7 +9,9 @@ use forksnap::Error;
 
 fn roundtrip(kind: Kind) {
     let ks = datasets::edge_cases(true);
-    let Some(mut s) = Server::start(kind) else { return };
+    let Some(mut s) = Server::start(kind) else {
+        return;
+    };
     fill_by_commands(s.conn(), &ks);
     let want = s.digest();
     let file = s.save_file();
@@ -20,7 +22,14 @@ fn roundtrip(kind: Kind) {
     assert_same_data(&ks, &loaded);
 
     for &version in kind.versions() {
-        let (rdb, _) = encode_to_vec(&loaded, &EncodeOptions { version, ..Default::default() }).unwrap();
+        let (rdb, _) = encode_to_vec(
+            &loaded,
+            &EncodeOptions {
+                version,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut again = Server::start_with(kind, Some(&rdb)).unwrap();
         assert_eq!(again.digest(), want, "{kind:?}: re-written at v{version}");
     }
@@ -46,7 +55,9 @@ fn valkey_9_1_files_load() {
 fn uncompressed_server_files_load() {
     for kind in Kind::ALL {
         let ks = datasets::edge_cases(false);
-        let Some(mut s) = Server::start(kind) else { return };
+        let Some(mut s) = Server::start(kind) else {
+            return;
+        };
         fill_by_commands(s.conn(), &ks);
         s.conn().ok(&[b"CONFIG", b"SET", b"rdbcompression", b"no"]);
         let file = s.save_file();
@@ -59,7 +70,9 @@ fn uncompressed_server_files_load() {
 #[test]
 fn streams_and_functions_are_reported() {
     for kind in [Kind::Redis70, Kind::Valkey91] {
-        let Some(mut s) = Server::start(kind) else { return };
+        let Some(mut s) = Server::start(kind) else {
+            return;
+        };
         let c = s.conn();
         c.ok(&[b"SET", b"plain", b"v"]);
         for i in 0..300 {
@@ -73,7 +86,17 @@ fn streams_and_functions_are_reported() {
             Reply::Status(_) => {}
             r => panic!("XGROUP: {r:?}"),
         }
-        c.cmd(&[b"XREADGROUP", b"GROUP", b"g", b"alice", b"COUNT", b"5", b"STREAMS", b"stream", b">"]);
+        c.cmd(&[
+            b"XREADGROUP",
+            b"GROUP",
+            b"g",
+            b"alice",
+            b"COUNT",
+            b"5",
+            b"STREAMS",
+            b"stream",
+            b">",
+        ]);
         let lib = b"#!lua name=forksnaplib\nredis.register_function('f1', function() return 1 end)";
         match c.cmd(&[b"FUNCTION", b"LOAD", lib]) {
             Reply::Bulk(Some(_)) => {}
@@ -85,9 +108,18 @@ fn streams_and_functions_are_reported() {
                 assert!(what.contains("stream"), "{what}");
                 assert!(offset > 9);
             }
-            other => panic!("{kind:?}: expected Unsupported, got {:?}", other.map(|(_, r)| r)),
+            other => panic!(
+                "{kind:?}: expected Unsupported, got {:?}",
+                other.map(|(_, r)| r)
+            ),
         }
-        let (ks, report) = load(&file, &LoadOptions { skip_unsupported: true }).unwrap();
+        let (ks, report) = load(
+            &file,
+            &LoadOptions {
+                skip_unsupported: true,
+            },
+        )
+        .unwrap();
         assert_eq!(report.values_skipped, 1);
         assert_eq!(report.functions_skipped, 1);
         assert_eq!(ks.len(), 1);

@@ -9,16 +9,23 @@ use forksnap::{Error, Format, SaveOptions};
 use proptest::prelude::*;
 
 fn sample(version: u8, lzf: bool) -> Vec<u8> {
-    encode_to_vec(&datasets::edge_cases(false), &EncodeOptions { version, lzf, ..Default::default() })
-        .unwrap()
-        .0
+    encode_to_vec(
+        &datasets::edge_cases(false),
+        &EncodeOptions {
+            version,
+            lzf,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .0
 }
 
 fn offset_of(e: &Error) -> Option<u64> {
     match e {
-        Error::Corrupt { offset, .. } | Error::ChecksumMismatch { offset, .. } | Error::Unsupported { offset, .. } => {
-            Some(*offset)
-        }
+        Error::Corrupt { offset, .. }
+        | Error::ChecksumMismatch { offset, .. }
+        | Error::Unsupported { offset, .. } => Some(*offset),
         _ => None,
     }
 }
@@ -28,11 +35,18 @@ fn every_truncation_is_an_error_with_an_offset() {
     for (v, lzf) in [(9, true), (10, false), (11, true)] {
         let rdb = sample(v, lzf);
         // Every cut near the start and end, and a stride through the middle.
-        let cuts = (0..rdb.len().min(2000)).chain((2000..rdb.len()).step_by(97)).chain(rdb.len() - 9..rdb.len());
+        let cuts = (0..rdb.len().min(2000))
+            .chain((2000..rdb.len()).step_by(97))
+            .chain(rdb.len() - 9..rdb.len());
         for cut in cuts {
-            let e = load(&rdb[..cut], &LoadOptions::default()).err().unwrap_or_else(|| panic!("cut at {cut} loaded"));
+            let e = load(&rdb[..cut], &LoadOptions::default())
+                .err()
+                .unwrap_or_else(|| panic!("cut at {cut} loaded"));
             let off = offset_of(&e).unwrap_or_else(|| panic!("no offset in {e}"));
-            assert!(off <= cut as u64, "offset {off} beyond the {cut} bytes given: {e}");
+            assert!(
+                off <= cut as u64,
+                "offset {off} beyond the {cut} bytes given: {e}"
+            );
             assert!(e.to_string().contains("byte"), "{e}");
         }
     }
@@ -55,7 +69,11 @@ fn flipped_bytes_are_caught() {
 fn lz4_frame_damage_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.rdb.lz4");
-    let opts = SaveOptions { format: Format::Lz4, chunk_size: 64 << 10, ..Default::default() };
+    let opts = SaveOptions {
+        format: Format::Lz4,
+        chunk_size: 64 << 10,
+        ..Default::default()
+    };
     forksnap::save(&datasets::edge_cases(true), &p, &opts).unwrap();
     let data = std::fs::read(&p).unwrap();
     assert!(load(&data, &LoadOptions::default()).is_ok());
@@ -65,7 +83,10 @@ fn lz4_frame_damage_is_caught() {
         assert!(load(&bad, &LoadOptions::default()).is_err(), "flip at {at}");
     }
     for cut in (0..data.len()).step_by(data.len() / 50) {
-        assert!(load(&data[..cut], &LoadOptions::default()).is_err(), "cut at {cut}");
+        assert!(
+            load(&data[..cut], &LoadOptions::default()).is_err(),
+            "cut at {cut}"
+        );
     }
 }
 
@@ -78,7 +99,12 @@ fn absurd_lengths_do_not_allocate() {
     for value in [
         [&[1u8, 1, b'k', 0x81][..], &(1u64 << 60).to_be_bytes()].concat(),
         [&[0u8, 1, b'k', 0x80][..], &u32::MAX.to_be_bytes()].concat(),
-        [&[0u8, 1, b'k', 0xC3, 0x02, 0x81][..], &(1u64 << 40).to_be_bytes(), &[0, 0]].concat(),
+        [
+            &[0u8, 1, b'k', 0xC3, 0x02, 0x81][..],
+            &(1u64 << 40).to_be_bytes(),
+            &[0, 0],
+        ]
+        .concat(),
     ] {
         let mut f = base.clone();
         f.extend_from_slice(&value);
@@ -96,7 +122,9 @@ fn wrong_magic_and_versions_are_named() {
         (b"VALKEY081\xff", "version"),
         (b"", "not an RDB"),
     ] {
-        let e = load(input, &LoadOptions::default()).unwrap_err().to_string();
+        let e = load(input, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{input:?}: {e}");
     }
 }

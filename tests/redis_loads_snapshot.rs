@@ -9,16 +9,26 @@ use forksnap::MemKeyspace;
 use std::process::Command;
 
 fn check_server(kind: Kind, ks: &MemKeyspace, label: &str) {
-    let Some(mut reference) = Server::start(kind) else { return };
+    let Some(mut reference) = Server::start(kind) else {
+        return;
+    };
     fill_by_commands(reference.conn(), ks);
     let want = reference.digest();
     let keys = reference.dbsize_all();
-    assert_eq!(keys, ks.len() as u64, "{kind:?}: commands created a different number of keys");
+    assert_eq!(
+        keys,
+        ks.len() as u64,
+        "{kind:?}: commands created a different number of keys"
+    );
     drop(reference);
 
     for &version in kind.versions() {
         for lzf in [true, false] {
-            let opts = EncodeOptions { version, lzf, ..EncodeOptions::default() };
+            let opts = EncodeOptions {
+                version,
+                lzf,
+                ..EncodeOptions::default()
+            };
             let (rdb, summary) = encode_to_vec(ks, &opts).unwrap();
             assert_eq!(summary.keys(), ks.len() as u64);
             let mut loaded = Server::start_with(kind, Some(&rdb)).unwrap();
@@ -28,7 +38,11 @@ fn check_server(kind: Kind, ks: &MemKeyspace, label: &str) {
                 "{kind:?} {label}: digest after loading our RDB v{version} (lzf {lzf}) differs; server log:\n{}",
                 loaded.log()
             );
-            assert_eq!(loaded.dbsize_all(), keys, "{kind:?} {label} v{version}: key count");
+            assert_eq!(
+                loaded.dbsize_all(),
+                keys,
+                "{kind:?} {label} v{version}: key count"
+            );
             if version <= 10 {
                 redis_check_rdb(&rdb, &format!("{label} v{version} lzf {lzf}"));
             }
@@ -38,7 +52,9 @@ fn check_server(kind: Kind, ks: &MemKeyspace, label: &str) {
 
 /// Redis 7.0's `redis-check-rdb` accepts the file (it handles versions up to 10).
 fn redis_check_rdb(rdb: &[u8], label: &str) {
-    let Some(tool) = common::require_tool("redis-check-rdb") else { return };
+    let Some(tool) = common::require_tool("redis-check-rdb") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let p = common::write_temp(dir.path(), "check.rdb", rdb);
     let out = Command::new(tool).arg(&p).output().unwrap();
@@ -69,12 +85,19 @@ fn valkey_9_1_loads_edge_cases() {
 #[test]
 fn populate_matches_debug_populate() {
     for kind in [Kind::Redis70, Kind::Valkey91] {
-        let Some(mut s) = Server::start(kind) else { return };
-        s.conn().ok(&[b"DEBUG", b"POPULATE", b"20000", b"key", b"100"]);
+        let Some(mut s) = Server::start(kind) else {
+            return;
+        };
+        s.conn()
+            .ok(&[b"DEBUG", b"POPULATE", b"20000", b"key", b"100"]);
         let want = s.digest();
         let ks = datasets::populate(20_000, 100);
         for lzf in [true, false] {
-            let opts = EncodeOptions { version: *kind.versions().last().unwrap(), lzf, ..Default::default() };
+            let opts = EncodeOptions {
+                version: *kind.versions().last().unwrap(),
+                lzf,
+                ..Default::default()
+            };
             let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
             let mut l = Server::start_with(kind, Some(&rdb)).unwrap();
             assert_eq!(l.digest(), want, "{kind:?} lzf {lzf}");

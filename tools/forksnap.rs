@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "forksnap", version, about = "Redis-compatible RDB snapshots: verify, inspect, convert, bench")]
+#[command(
+    name = "forksnap",
+    version,
+    about = "Redis-compatible RDB snapshots: verify, inspect, convert, bench"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -114,10 +118,16 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 fn verify(file: &Path) -> Result<(), String> {
     let data = read(file)?;
     let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
-    let report = load_with(&data, &LoadOptions { skip_unsupported: true }, &mut |_, info| {
-        *per_db.entry(info.db).or_default() += 1;
-        Ok(())
-    })
+    let report = load_with(
+        &data,
+        &LoadOptions {
+            skip_unsupported: true,
+        },
+        &mut |_, info| {
+            *per_db.entry(info.db).or_default() += 1;
+            Ok(())
+        },
+    )
     .map_err(|e| format!("{}: {e}", file.display()))?;
     let dbs: Vec<String> = per_db.iter().map(|(d, n)| format!("db{d}={n}")).collect();
     let crc = if report.crc_checked {
@@ -130,7 +140,11 @@ fn verify(file: &Path) -> Result<(), String> {
         file.display(),
         report.magic,
         report.version,
-        if report.lz4_framed { "(LZ4 frame)" } else { "(plain)" },
+        if report.lz4_framed {
+            "(LZ4 frame)"
+        } else {
+            "(plain)"
+        },
         per_db.values().sum::<u64>(),
         dbs.join(" "),
         report.values_skipped,
@@ -155,7 +169,9 @@ fn type_encoding(code: u8) -> (&'static str, &'static str) {
         types::HASH_LISTPACK => ("hash", "listpack"),
         types::ZSET_LISTPACK => ("zset", "listpack"),
         types::SET_LISTPACK => ("set", "listpack"),
-        types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => ("stream", "listpacks"),
+        types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
+            ("stream", "listpacks")
+        }
         _ => ("module", "module"),
     }
 }
@@ -175,14 +191,20 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
         expiring += u64::from(info.expire_ms.is_some());
         if top > 0 && (largest.len() < top || info.bytes > largest.last().map_or(0, |l| l.0)) {
             largest.push((info.bytes, info.db, info.key.to_vec(), t, info.elements));
-            largest.sort_by(|a, b| b.0.cmp(&a.0));
+            largest.sort_by_key(|l| std::cmp::Reverse(l.0));
             largest.truncate(top);
         }
     };
-    let report = load_with(&data, &LoadOptions { skip_unsupported: true }, &mut |_, info| {
-        record(info);
-        Ok(())
-    })
+    let report = load_with(
+        &data,
+        &LoadOptions {
+            skip_unsupported: true,
+        },
+        &mut |_, info| {
+            record(info);
+            Ok(())
+        },
+    )
     .map_err(|e| format!("{}: {e}", file.display()))?;
     if json {
         let v = serde_json::json!({
@@ -211,11 +233,22 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
         file.display(),
         report.magic,
         report.version,
-        if report.lz4_framed { " in an LZ4 frame" } else { "" },
+        if report.lz4_framed {
+            " in an LZ4 frame"
+        } else {
+            ""
+        },
         report.rdb_bytes,
-        if report.crc_checked { "ok" } else { "not stored" }
+        if report.crc_checked {
+            "ok"
+        } else {
+            "not stored"
+        }
     ));
-    out(&format!("keys: {} ({expiring} with expiry)", per_db.values().sum::<u64>()));
+    out(&format!(
+        "keys: {} ({expiring} with expiry)",
+        per_db.values().sum::<u64>()
+    ));
     for (d, n) in &per_db {
         out(&format!("  db{d:<4} {n:>12}"));
     }
@@ -229,7 +262,10 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     if !largest.is_empty() {
         out("largest keys (bytes in file):");
         for (b, d, k, t, n) in &largest {
-            out(&format!("  {b:>12}  db{d} {t} ({n} elements) {:?}", String::from_utf8_lossy(k)));
+            out(&format!(
+                "  {b:>12}  db{d} {t} ({n} elements) {:?}",
+                String::from_utf8_lossy(k)
+            ));
         }
     }
     if report.values_skipped > 0 || report.functions_skipped > 0 {
@@ -241,10 +277,21 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn convert(input: &Path, output: &Path, version: u8, compression: Compression, skip: bool) -> Result<(), String> {
+fn convert(
+    input: &Path,
+    output: &Path,
+    version: u8,
+    compression: Compression,
+    skip: bool,
+) -> Result<(), String> {
     let data = read(input)?;
-    let (ks, report) = load(&data, &LoadOptions { skip_unsupported: skip })
-        .map_err(|e| format!("{}: {e}", input.display()))?;
+    let (ks, report) = load(
+        &data,
+        &LoadOptions {
+            skip_unsupported: skip,
+        },
+    )
+    .map_err(|e| format!("{}: {e}", input.display()))?;
     drop(data);
     let opts = SaveOptions {
         encode: EncodeOptions {
@@ -252,7 +299,11 @@ fn convert(input: &Path, output: &Path, version: u8, compression: Compression, s
             lzf: matches!(compression, Compression::Lzf),
             ..EncodeOptions::default()
         },
-        format: if matches!(compression, Compression::Lz4) { Format::Lz4 } else { Format::Rdb },
+        format: if matches!(compression, Compression::Lz4) {
+            Format::Lz4
+        } else {
+            Format::Rdb
+        },
         ..SaveOptions::default()
     };
     let r = save(&ks, output, &opts).map_err(|e| e.to_string())?;
@@ -280,10 +331,17 @@ fn bench(keys: u64, value_size: usize, runs: usize) -> Result<(), String> {
     ));
     let dir = tempfile_dir()?;
     out("format    median_s   keys/s        RDB MB/s   file bytes     (in-process save, fsync included)");
-    for (name, format, lzf) in [("rdb", Format::Rdb, false), ("rdb-lzf", Format::Rdb, true), ("lz4", Format::Lz4, false)] {
+    for (name, format, lzf) in [
+        ("rdb", Format::Rdb, false),
+        ("rdb-lzf", Format::Rdb, true),
+        ("lz4", Format::Lz4, false),
+    ] {
         let path = dir.join(format!("bench-{name}.rdb"));
         let opts = SaveOptions {
-            encode: EncodeOptions { lzf, ..EncodeOptions::default() },
+            encode: EncodeOptions {
+                lzf,
+                ..EncodeOptions::default()
+            },
             format,
             ..SaveOptions::default()
         };

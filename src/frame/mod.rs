@@ -200,7 +200,10 @@ pub fn decode(data: &[u8]) -> Result<Vec<u8>> {
             let stored_raw = raw_size & 0x8000_0000 != 0;
             let len = (raw_size & 0x7FFF_FFFF) as usize;
             if len > block_max {
-                return bad(p, format!("block of {len} bytes exceeds the frame's maximum {block_max}"));
+                return bad(
+                    p,
+                    format!("block of {len} bytes exceeds the frame's maximum {block_max}"),
+                );
             }
             let Some(block) = data.get(p + 4..p + 4 + len) else {
                 return bad(p, "block truncated".into());
@@ -242,7 +245,13 @@ pub fn decode(data: &[u8]) -> Result<Vec<u8>> {
         if has_size {
             let size = u64::from_le_bytes(data[frame_at + 6..frame_at + 14].try_into().unwrap());
             if size != (out.len() - frame_start) as u64 {
-                return bad(frame_at + 6, format!("content size {size} does not match {} decoded bytes", out.len() - frame_start));
+                return bad(
+                    frame_at + 6,
+                    format!(
+                        "content size {size} does not match {} decoded bytes",
+                        out.len() - frame_start
+                    ),
+                );
             }
         }
         if content_sum {
@@ -271,7 +280,9 @@ mod tests {
 
     #[test]
     fn roundtrip_chunks_and_damage() {
-        let raw: Vec<u8> = (0..300_000u32).flat_map(|i| ((i / 7) as u16).to_le_bytes()).collect();
+        let raw: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| ((i / 7) as u16).to_le_bytes())
+            .collect();
         let mut f = Framer::new(BlockMax::K64);
         let mut framed = Vec::new();
         let chunks: Vec<&[u8]> = raw.chunks(100_000).collect();
@@ -293,7 +304,9 @@ mod tests {
 
     #[test]
     fn incompressible_blocks_are_stored_raw() {
-        let raw: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+        let raw: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
         let mut f = Framer::new(BlockMax::K64);
         let framed = f.finish(&raw).to_vec();
         assert!(framed.len() <= max_framed_len(raw.len(), BlockMax::K64) + 15);

@@ -14,6 +14,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 const NO_EXPIRE: i64 = i64::MIN;
 
+/// A hash's (field, value) pairs.
+pub type FieldValues = Vec<(Box<[u8]>, Box<[u8]>)>;
+
 /// An owned value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MemValue {
@@ -24,7 +27,7 @@ pub enum MemValue {
     /// (member, score) pairs; members unique, scores not NaN.
     ZSet(Vec<(Box<[u8]>, f64)>),
     /// (field, value) pairs; fields unique.
-    Hash(Vec<(Box<[u8]>, Box<[u8]>)>),
+    Hash(FieldValues),
 }
 
 /// Why a collection could not be built.
@@ -40,12 +43,20 @@ impl MemValue {
     }
 
     pub fn list<I: IntoIterator<Item = B>, B: Into<Vec<u8>>>(items: I) -> Self {
-        MemValue::List(items.into_iter().map(|b| b.into().into_boxed_slice()).collect())
+        MemValue::List(
+            items
+                .into_iter()
+                .map(|b| b.into().into_boxed_slice())
+                .collect(),
+        )
     }
 
     /// A set; duplicate members are an error (a loader would reject the file).
     pub fn set<I: IntoIterator<Item = B>, B: Into<Vec<u8>>>(items: I) -> Result<Self, BuildError> {
-        let v: Vec<Box<[u8]>> = items.into_iter().map(|b| b.into().into_boxed_slice()).collect();
+        let v: Vec<Box<[u8]>> = items
+            .into_iter()
+            .map(|b| b.into().into_boxed_slice())
+            .collect();
         check_unique(v.iter().map(|m| &m[..]))?;
         Ok(MemValue::Set(v))
     }
@@ -67,7 +78,7 @@ impl MemValue {
     pub fn hash<I: IntoIterator<Item = (B, C)>, B: Into<Vec<u8>>, C: Into<Vec<u8>>>(
         items: I,
     ) -> Result<Self, BuildError> {
-        let v: Vec<(Box<[u8]>, Box<[u8]>)> = items
+        let v: FieldValues = items
             .into_iter()
             .map(|(f, x)| (f.into().into_boxed_slice(), x.into().into_boxed_slice()))
             .collect();
@@ -134,7 +145,7 @@ impl ZSetView for Vec<(Box<[u8]>, f64)> {
     }
 }
 
-impl HashView for Vec<(Box<[u8]>, Box<[u8]>)> {
+impl HashView for FieldValues {
     fn len(&self) -> usize {
         Vec::len(self)
     }
@@ -223,7 +234,12 @@ impl MemDb {
     }
 
     /// Inserts `key` unless present; returns false (and changes nothing) if it was present.
-    pub fn insert_if_absent(&mut self, key: &[u8], value: MemValue, expire_ms: Option<i64>) -> bool {
+    pub fn insert_if_absent(
+        &mut self,
+        key: &[u8],
+        value: MemValue,
+        expire_ms: Option<i64>,
+    ) -> bool {
         if self.find(key).is_some() {
             return false;
         }
@@ -433,7 +449,9 @@ mod tests {
         let mut ks = MemKeyspace::new();
         for i in 0..1000u32 {
             let exp = (i % 3 == 0).then_some(i as i64);
-            assert!(ks.insert(0, format!("k{i}"), MemValue::Int(i as i64), exp).is_none());
+            assert!(ks
+                .insert(0, format!("k{i}"), MemValue::Int(i as i64), exp)
+                .is_none());
         }
         assert_eq!(ks.db(0).unwrap().expires(), 334);
         assert_eq!(
@@ -466,7 +484,10 @@ mod tests {
         // Sizes below the text length never truncate, as in Redis.
         let mut ks = MemKeyspace::new();
         ks.populate(1, 3);
-        assert_eq!(ks.db(0).unwrap().get(b"key:0").unwrap().0, &MemValue::str("value:0"));
+        assert_eq!(
+            ks.db(0).unwrap().get(b"key:0").unwrap().0,
+            &MemValue::str("value:0")
+        );
     }
 
     #[test]

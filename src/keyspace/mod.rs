@@ -13,7 +13,7 @@
 
 mod mem;
 
-pub use mem::{MemDb, MemKeyspace, MemValue};
+pub use mem::{FieldValues, MemDb, MemKeyspace, MemValue};
 
 use std::ops::ControlFlow;
 

@@ -228,7 +228,13 @@ impl Lzf {
 }
 
 /// Expiry, type byte and key of an entry.
-fn entry_header<S: ChunkSink>(out: &mut Out<S>, arena: &Bump, lzf: &mut Lzf, e: &Entry<'_>, ty: u8) -> Result<()> {
+fn entry_header<S: ChunkSink>(
+    out: &mut Out<S>,
+    arena: &Bump,
+    lzf: &mut Lzf,
+    e: &Entry<'_>,
+    ty: u8,
+) -> Result<()> {
     if let Some(ms) = e.expire_ms {
         out.byte(opcodes::EXPIRETIME_MS)?;
         out.put(&ms.to_le_bytes())?;
@@ -396,7 +402,7 @@ impl<S: ChunkSink> Encoder<S> {
         // Pass 2: build each node's listpack in the arena and write it as soon as the next
         // element would not fit.
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
-        let mut lp = BVec::with_capacity_in(limits::LIST_NODE_BYTES + 64, &*arena);
+        let mut lp = BVec::with_capacity_in(limits::LIST_NODE_BYTES + 64, arena);
         let mut w: Option<LpWriter> = None;
         let mut split = NodeSplit::default();
         let mut res = Ok(());
@@ -495,7 +501,9 @@ impl<S: ChunkSink> Encoder<S> {
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
         z.for_each(&mut |m, sc| {
             if res.is_ok() {
-                res = lzf.string(arena, out, m).and_then(|()| out.put(&sc.to_le_bytes()));
+                res = lzf
+                    .string(arena, out, m)
+                    .and_then(|()| out.put(&sc.to_le_bytes()));
             }
         });
         res
@@ -528,7 +536,9 @@ impl<S: ChunkSink> Encoder<S> {
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
         h.for_each(&mut |f, v| {
             if res.is_ok() {
-                res = lzf.string(arena, out, f).and_then(|()| lzf.string(arena, out, v));
+                res = lzf
+                    .string(arena, out, f)
+                    .and_then(|()| lzf.string(arena, out, v));
             }
         });
         res
@@ -617,7 +627,8 @@ impl ChunkSink for VecSink {
 
 /// Encodes a keyspace into memory (tests, tools, small data).
 pub fn encode_to_vec(ks: &dyn Keyspace, opts: &EncodeOptions) -> Result<(Vec<u8>, EncodeSummary)> {
-    let (VecSink(mut v), last, summary) = encode(ks, opts, VecSink(Vec::new()), ChunkBuf::new(64 * 1024))?;
+    let (VecSink(mut v), last, summary) =
+        encode(ks, opts, VecSink(Vec::new()), ChunkBuf::new(64 * 1024))?;
     v.extend_from_slice(last.as_slice());
     Ok((v, summary))
 }

@@ -32,7 +32,13 @@ pub fn parse(b: &[u8], mut f: impl FnMut(i64)) -> Result<(), (usize, String)> {
     }
     let count = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
     if (b.len() - 8) != count.saturating_mul(width) {
-        return Err((4, format!("intset of {count} × {width} bytes does not fill its {} bytes", b.len())));
+        return Err((
+            4,
+            format!(
+                "intset of {count} × {width} bytes does not fill its {} bytes",
+                b.len()
+            ),
+        ));
     }
     let mut prev: Option<i64> = None;
     for (i, c) in b[8..].chunks_exact(width).enumerate() {
@@ -54,7 +60,12 @@ pub fn parse(b: &[u8], mut f: impl FnMut(i64)) -> Result<(), (usize, String)> {
 mod tests {
     #[test]
     fn roundtrip_widths() {
-        for set in [vec![-3i64, 0, 7], vec![-70000, 1], vec![i64::MIN, 0, i64::MAX], vec![]] {
+        for set in [
+            vec![-3i64, 0, 7],
+            vec![-70000, 1],
+            vec![i64::MIN, 0, i64::MAX],
+            vec![],
+        ] {
             let mut b = Vec::new();
             super::write(&set, &mut b);
             let mut got = Vec::new();

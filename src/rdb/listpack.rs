@@ -214,13 +214,22 @@ impl Elem<'_> {
 
 /// Reads every element of a listpack blob, validating as it goes. Errors carry the offset
 /// within the blob.
-pub fn parse<'a>(lp: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(), (usize, String)>) -> Result<usize, (usize, String)> {
+pub fn parse<'a>(
+    lp: &'a [u8],
+    mut f: impl FnMut(Elem<'a>) -> Result<(), (usize, String)>,
+) -> Result<usize, (usize, String)> {
     if lp.len() < HEADER + 1 {
-        return Err((0, format!("listpack of {} bytes is shorter than its header", lp.len())));
+        return Err((
+            0,
+            format!("listpack of {} bytes is shorter than its header", lp.len()),
+        ));
     }
     let total = u32::from_le_bytes(lp[..4].try_into().unwrap()) as usize;
     if total != lp.len() {
-        return Err((0, format!("listpack header says {total} bytes, blob has {}", lp.len())));
+        return Err((
+            0,
+            format!("listpack header says {total} bytes, blob has {}", lp.len()),
+        ));
     }
     let declared = u16::from_le_bytes([lp[4], lp[5]]);
     let mut p = HEADER;
@@ -249,7 +258,11 @@ pub fn parse<'a>(lp: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(), (usize,
         } else if b & 0xE0 == 0xC0 {
             let e = need(2)?;
             let u = ((u16::from(b & 0x1f)) << 8) | u16::from(e[1]);
-            let v = if u >= 1 << 12 { i64::from(u) - (1 << 13) } else { i64::from(u) };
+            let v = if u >= 1 << 12 {
+                i64::from(u) - (1 << 13)
+            } else {
+                i64::from(u)
+            };
             (Elem::Int(v), 2)
         } else if b & 0xF0 == 0xE0 {
             let e = need(2)?;
@@ -265,14 +278,27 @@ pub fn parse<'a>(lp: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(), (usize,
                     }
                     (Elem::Str(&need(5 + len)?[5..]), 5 + len)
                 }
-                0xF1 => (Elem::Int(i64::from(i16::from_le_bytes(need(3)?[1..3].try_into().unwrap()))), 3),
+                0xF1 => (
+                    Elem::Int(i64::from(i16::from_le_bytes(
+                        need(3)?[1..3].try_into().unwrap(),
+                    ))),
+                    3,
+                ),
                 0xF2 => {
                     let e = need(4)?;
                     let v = i32::from_le_bytes([0, e[1], e[2], e[3]]) >> 8;
                     (Elem::Int(i64::from(v)), 4)
                 }
-                0xF3 => (Elem::Int(i64::from(i32::from_le_bytes(need(5)?[1..5].try_into().unwrap()))), 5),
-                0xF4 => (Elem::Int(i64::from_le_bytes(need(9)?[1..9].try_into().unwrap())), 9),
+                0xF3 => (
+                    Elem::Int(i64::from(i32::from_le_bytes(
+                        need(5)?[1..5].try_into().unwrap(),
+                    ))),
+                    5,
+                ),
+                0xF4 => (
+                    Elem::Int(i64::from_le_bytes(need(9)?[1..9].try_into().unwrap())),
+                    9,
+                ),
                 _ => return err(at, &format!("unknown listpack encoding byte {b:#04x}")),
             }
         };
@@ -286,14 +312,20 @@ pub fn parse<'a>(lp: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(), (usize,
             v = (v << 7) | (x & 127) as usize;
         }
         if v != enc_len {
-            return err(at + enc_len, "listpack back length does not match the entry");
+            return err(
+                at + enc_len,
+                "listpack back length does not match the entry",
+            );
         }
         p = at + enc_len + bl;
         count += 1;
         f(elem)?;
     }
     if declared != 65535 && declared as usize != count {
-        return err(4, &format!("listpack header says {declared} elements, found {count}"));
+        return err(
+            4,
+            &format!("listpack header says {declared} elements, found {count}"),
+        );
     }
     Ok(count)
 }
@@ -319,15 +351,36 @@ mod tests {
         let lp = build(&[b"hello".to_vec(), b"127".to_vec(), b"-1".to_vec()]);
         assert_eq!(
             lp,
-            [&[19, 0, 0, 0, 3, 0][..], b"\x85hello\x06", b"\x7f\x01", b"\xdf\xff\x02", b"\xff"].concat()
+            [
+                &[19, 0, 0, 0, 3, 0][..],
+                b"\x85hello\x06",
+                b"\x7f\x01",
+                b"\xdf\xff\x02",
+                b"\xff"
+            ]
+            .concat()
         );
     }
 
     #[test]
     fn sizes_match_entry_size() {
-        for s in [&b""[..], b"0", b"128", b"-4097", b"70000", b"9000000000", &[b'x'; 100], &[b'y'; 5000]] {
+        for s in [
+            &b""[..],
+            b"0",
+            b"128",
+            b"-4097",
+            b"70000",
+            b"9000000000",
+            &[b'x'; 100],
+            &[b'y'; 5000],
+        ] {
             let lp = build(&[s.to_vec()]);
-            assert_eq!(lp.len(), HEADER + 1 + entry_size(s), "{:?}", String::from_utf8_lossy(s));
+            assert_eq!(
+                lp.len(),
+                HEADER + 1 + entry_size(s),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
     }
 

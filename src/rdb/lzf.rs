@@ -185,7 +185,9 @@ mod tests {
     #[test]
     fn respects_output_limit() {
         let mut t = Box::new([0u32; HASH_SIZE]);
-        let data: Vec<u8> = (0..100u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..100u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let mut out = vec![0u8; 96];
         assert!(compress(&data, &mut out, &mut t).is_none());
     }

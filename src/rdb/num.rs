@@ -131,7 +131,16 @@ mod tests {
     #[test]
     fn score_text_roundtrips() {
         let mut b = [0u8; 32];
-        for s in [0.1, -2.5, 1e300, -1e-300, 4503599627370496.0, 1.0 / 3.0, f64::MIN_POSITIVE, f64::MAX] {
+        for s in [
+            0.1,
+            -2.5,
+            1e300,
+            -1e-300,
+            4503599627370496.0,
+            1.0 / 3.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ] {
             match score_text(s, &mut b) {
                 ScoreText::Int(_) => panic!("{s} is not a small integer"),
                 ScoreText::Text(t) => assert_eq!(parse_score(t), Some(s), "{s}"),
@@ -139,7 +148,10 @@ mod tests {
         }
         assert!(matches!(score_text(3.0, &mut b), ScoreText::Int(3)));
         assert!(matches!(score_text(-0.0, &mut b), ScoreText::Text(b"-0")));
-        assert!(matches!(score_text(f64::NEG_INFINITY, &mut b), ScoreText::Text(b"-inf")));
+        assert!(matches!(
+            score_text(f64::NEG_INFINITY, &mut b),
+            ScoreText::Text(b"-inf")
+        ));
         assert!(parse_score(b"-0").unwrap().is_sign_negative());
     }
 }

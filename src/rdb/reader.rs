@@ -38,6 +38,10 @@ pub struct KeyInfo<'a> {
     pub skipped: bool,
 }
 
+/// Receives each loaded key: its value (`None` when skipped) and its [`KeyInfo`].
+/// Returning an error stops the load with a `Corrupt` error at that key.
+pub type KeySink<'s> = dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), String> + 's;
+
 /// What a load found besides the keys.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
@@ -71,7 +75,10 @@ pub fn load(data: &[u8], opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)
     let mut ks = MemKeyspace::new();
     let report = load_with(data, opts, &mut |value, info| {
         let Some(v) = value else { return Ok(()) };
-        if ks.db_mut(info.db).insert_if_absent(info.key, v, info.expire_ms) {
+        if ks
+            .db_mut(info.db)
+            .insert_if_absent(info.key, v, info.expire_ms)
+        {
             Ok(())
         } else {
             Err(format!(
@@ -86,11 +93,7 @@ pub fn load(data: &[u8], opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)
 
 /// Loads an RDB, calling `sink` for every key with its value and its [`KeyInfo`]
 /// (a skipped stream or module value comes as `None`).
-pub fn load_with(
-    data: &[u8],
-    opts: &LoadOptions,
-    sink: &mut dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), String>,
-) -> Result<LoadReport> {
+pub fn load_with(data: &[u8], opts: &LoadOptions, sink: &mut KeySink<'_>) -> Result<LoadReport> {
     let decoded;
     let (rdb, framed) = if frame::is_lz4_frame(data) {
         decoded = frame::decode(data)?;
@@ -138,7 +141,10 @@ impl<'a> Reader<'a, '_> {
         if n > self.remaining() {
             return self.corrupt(
                 self.p,
-                format!("{what}: needs {n} bytes, {} left (truncated file?)", self.remaining()),
+                format!(
+                    "{what}: needs {n} bytes, {} left (truncated file?)",
+                    self.remaining()
+                ),
             );
         }
         let s = &self.b[self.p..self.p + n];
@@ -151,7 +157,10 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        Ok(self.take(N, what)?.try_into().expect("take returned N bytes"))
+        Ok(self
+            .take(N, what)?
+            .try_into()
+            .expect("take returned N bytes"))
     }
 
     fn len_field(&mut self, what: &str) -> Result<Len> {
@@ -173,7 +182,10 @@ impl<'a> Reader<'a, '_> {
         let at = self.p;
         match self.len_field(what)? {
             Len::Plain(n) => Ok(n),
-            Len::Special(_) => self.corrupt(at, format!("{what}: expected a length, found an encoded string")),
+            Len::Special(_) => self.corrupt(
+                at,
+                format!("{what}: expected a length, found an encoded string"),
+            ),
         }
     }
 
@@ -182,7 +194,13 @@ impl<'a> Reader<'a, '_> {
         let at = self.p;
         let n = self.len(what)?;
         if n > (self.remaining() / min_bytes.max(1)) as u64 {
-            return self.corrupt(at, format!("{what}: count {n} exceeds what the {} remaining bytes can hold", self.remaining()));
+            return self.corrupt(
+                at,
+                format!(
+                    "{what}: count {n} exceeds what the {} remaining bytes can hold",
+                    self.remaining()
+                ),
+            );
         }
         Ok(n as usize)
     }
@@ -195,19 +213,33 @@ impl<'a> Reader<'a, '_> {
                 Ok(Cow::Borrowed(self.take(n, what)?))
             }
             Len::Special(0) => Ok(Cow::Owned((self.u8(what)? as i8).to_string().into_bytes())),
-            Len::Special(1) => Ok(Cow::Owned(i16::from_le_bytes(self.fixed(what)?).to_string().into_bytes())),
-            Len::Special(2) => Ok(Cow::Owned(i32::from_le_bytes(self.fixed(what)?).to_string().into_bytes())),
+            Len::Special(1) => Ok(Cow::Owned(
+                i16::from_le_bytes(self.fixed(what)?)
+                    .to_string()
+                    .into_bytes(),
+            )),
+            Len::Special(2) => Ok(Cow::Owned(
+                i32::from_le_bytes(self.fixed(what)?)
+                    .to_string()
+                    .into_bytes(),
+            )),
             Len::Special(3) => {
                 let clen = self.len(what)?;
                 let ulen = self.len(what)?;
                 // One 3-byte LZF back reference expands to at most 264 bytes.
                 if ulen > clen.saturating_mul(90).saturating_add(32) {
-                    return self.corrupt(at, format!("{what}: LZF length {ulen} impossible from {clen} compressed bytes"));
+                    return self.corrupt(
+                        at,
+                        format!(
+                            "{what}: LZF length {ulen} impossible from {clen} compressed bytes"
+                        ),
+                    );
                 }
                 let src = self.take(usize::try_from(clen).unwrap_or(usize::MAX), what)?;
                 let mut out = vec![0u8; ulen as usize];
                 let data_at = self.p - src.len();
-                lzf::decompress(src, &mut out).map_err(|(off, m)| Error::corrupt(data_at + off, format!("{what}: {m}")))?;
+                lzf::decompress(src, &mut out)
+                    .map_err(|(off, m)| Error::corrupt(data_at + off, format!("{what}: {m}")))?;
                 Ok(Cow::Owned(out))
             }
             Len::Special(x) => self.corrupt(at, format!("{what}: unknown string encoding {x}")),
@@ -218,7 +250,7 @@ impl<'a> Reader<'a, '_> {
         Ok(self.string(what)?.into_owned().into_boxed_slice())
     }
 
-    fn run(&mut self, sink: &mut dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), String>) -> Result<()> {
+    fn run(&mut self, sink: &mut KeySink<'_>) -> Result<()> {
         self.header()?;
         let mut db: u32 = 0;
         loop {
@@ -277,9 +309,14 @@ impl<'a> Reader<'a, '_> {
                     let mut op = op;
                     loop {
                         match op {
-                            opcodes::EXPIRETIME_MS => expire = Some(i64::from_le_bytes(self.fixed("expire time")?)),
+                            opcodes::EXPIRETIME_MS => {
+                                expire = Some(i64::from_le_bytes(self.fixed("expire time")?))
+                            }
                             opcodes::EXPIRETIME => {
-                                expire = Some(i64::from(i32::from_le_bytes(self.fixed("expire time")?)) * 1000)
+                                expire = Some(
+                                    i64::from(i32::from_le_bytes(self.fixed("expire time")?))
+                                        * 1000,
+                                )
                             }
                             opcodes::IDLE => {
                                 self.len("LRU idle")?;
@@ -332,7 +369,10 @@ impl<'a> Reader<'a, '_> {
             _ => version == 80,
         };
         if !ok {
-            return self.corrupt(magic.len(), format!("cannot handle RDB format version {magic}{version}"));
+            return self.corrupt(
+                magic.len(),
+                format!("cannot handle RDB format version {magic}{version}"),
+            );
         }
         self.report.magic = magic;
         self.report.version = version;
@@ -417,8 +457,10 @@ impl<'a> Reader<'a, '_> {
                 let blob = self.string("intset")?;
                 let data_at = self.p - blob.len();
                 let mut v = Vec::new();
-                intset::parse(&blob, |x| v.push(x.to_string().into_bytes().into_boxed_slice()))
-                    .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
+                intset::parse(&blob, |x| {
+                    v.push(x.to_string().into_bytes().into_boxed_slice())
+                })
+                .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
                 MemValue::Set(v)
             }
             types::LIST_ZIPLIST | types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => {
@@ -436,7 +478,10 @@ impl<'a> Reader<'a, '_> {
                         match self.len("quicklist container")? {
                             1 => v.push(self.boxed("quicklist plain node")?),
                             2 => self.blob_elems("quicklist listpack", true, &mut |e| v.push(e))?,
-                            c => return self.corrupt(c_at, format!("unknown quicklist container {c}")),
+                            c => {
+                                return self
+                                    .corrupt(c_at, format!("unknown quicklist container {c}"))
+                            }
                         }
                     }
                 }
@@ -448,7 +493,10 @@ impl<'a> Reader<'a, '_> {
                 self.unique(at, v.iter().map(|m| &m[..]), "set member")?;
                 MemValue::Set(v)
             }
-            types::HASH_ZIPLIST | types::HASH_LISTPACK | types::ZSET_ZIPLIST | types::ZSET_LISTPACK => {
+            types::HASH_ZIPLIST
+            | types::HASH_LISTPACK
+            | types::ZSET_ZIPLIST
+            | types::ZSET_LISTPACK => {
                 let lp = matches!(ty, types::HASH_LISTPACK | types::ZSET_LISTPACK);
                 let mut flat = Vec::new();
                 self.blob_elems("pairs", lp, &mut |e| flat.push(e))?;
@@ -468,7 +516,15 @@ impl<'a> Reader<'a, '_> {
                     while let (Some(m), Some(s)) = (it.next(), it.next()) {
                         match parse_score(&s) {
                             Some(sc) if !sc.is_nan() => v.push((m, sc)),
-                            _ => return self.corrupt(at, format!("bad sorted set score {:?}", String::from_utf8_lossy(&s))),
+                            _ => {
+                                return self.corrupt(
+                                    at,
+                                    format!(
+                                        "bad sorted set score {:?}",
+                                        String::from_utf8_lossy(&s)
+                                    ),
+                                )
+                            }
                         }
                     }
                     self.unique(at, v.iter().map(|(m, _)| &m[..]), "sorted set member")?;
@@ -484,7 +540,11 @@ impl<'a> Reader<'a, '_> {
                     Ok(())
                 })
                 .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
-                self.unique(at, v.iter().map(|(f, _): &(Box<[u8]>, Box<[u8]>)| &f[..]), "hash field")?;
+                self.unique(
+                    at,
+                    v.iter().map(|(f, _): &(Box<[u8]>, Box<[u8]>)| &f[..]),
+                    "hash field",
+                )?;
                 MemValue::Hash(v)
             }
             types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
@@ -507,7 +567,9 @@ impl<'a> Reader<'a, '_> {
             types::HASH_METADATA_PRE_GA..=types::HASH_LISTPACK_EX => {
                 return Err(Error::Unsupported {
                     offset: entry_at as u64,
-                    what: format!("hash with field expiry (type {ty}, Redis 7.4 HFE) is not supported"),
+                    what: format!(
+                        "hash with field expiry (type {ty}, Redis 7.4 HFE) is not supported"
+                    ),
                 })
             }
             t => return self.corrupt(entry_at, format!("unknown value type {t}")),
@@ -526,11 +588,19 @@ impl<'a> Reader<'a, '_> {
         }
     }
 
-    fn unique<'x>(&self, at: usize, items: impl Iterator<Item = &'x [u8]>, what: &str) -> Result<()> {
+    fn unique<'x>(
+        &self,
+        at: usize,
+        items: impl Iterator<Item = &'x [u8]>,
+        what: &str,
+    ) -> Result<()> {
         let mut seen = HashSet::new();
         for m in items {
             if !seen.insert(m) {
-                return self.corrupt(at, format!("duplicate {what} {:?}", String::from_utf8_lossy(m)));
+                return self.corrupt(
+                    at,
+                    format!("duplicate {what} {:?}", String::from_utf8_lossy(m)),
+                );
             }
         }
         Ok(())
@@ -555,7 +625,11 @@ impl<'a> Reader<'a, '_> {
         let blob = self.string(what)?;
         // Offsets inside an LZF-compressed blob have no place in the file: report the
         // string's start for those.
-        let data_at = if matches!(blob, Cow::Borrowed(_)) { self.p - blob.len() } else { s_at };
+        let data_at = if matches!(blob, Cow::Borrowed(_)) {
+            self.p - blob.len()
+        } else {
+            s_at
+        };
         let mut each = |e: Elem<'_>| {
             f(match e {
                 Elem::Str(s) => s.into(),
@@ -563,8 +637,13 @@ impl<'a> Reader<'a, '_> {
             });
             Ok(())
         };
-        let r = if lp { listpack::parse(&blob, &mut each) } else { ziplist::parse_ziplist(&blob, &mut each) };
-        r.map(|_| ()).map_err(|(o, m)| Error::corrupt(data_at + o, format!("{what}: {m}")))
+        let r = if lp {
+            listpack::parse(&blob, &mut each)
+        } else {
+            ziplist::parse_ziplist(&blob, &mut each)
+        };
+        r.map(|_| ())
+            .map_err(|(o, m)| Error::corrupt(data_at + o, format!("{what}: {m}")))
     }
 
     fn skip_module_value(&mut self) -> Result<()> {
@@ -595,7 +674,11 @@ impl<'a> Reader<'a, '_> {
             self.string("stream node key")?;
             self.string("stream listpack")?;
         }
-        let ids = if ty >= types::STREAM_LISTPACKS_2 { 8 } else { 3 };
+        let ids = if ty >= types::STREAM_LISTPACKS_2 {
+            8
+        } else {
+            3
+        };
         for _ in 0..ids {
             self.len("stream metadata")?;
         }

@@ -11,13 +11,19 @@ fn err<T>(at: usize, m: impl Into<String>) -> PResult<T> {
 
 /// Reads every element of a ziplist blob. Layout: `u32` bytes, `u32` tail offset, `u16`
 /// count, entries (`prevlen`, encoding, data), `0xFF`.
-pub fn parse_ziplist<'a>(z: &'a [u8], mut f: impl FnMut(Elem<'a>) -> PResult<()>) -> PResult<usize> {
+pub fn parse_ziplist<'a>(
+    z: &'a [u8],
+    mut f: impl FnMut(Elem<'a>) -> PResult<()>,
+) -> PResult<usize> {
     if z.len() < 11 {
         return err(0, "ziplist shorter than its header");
     }
     let total = u32::from_le_bytes(z[..4].try_into().unwrap()) as usize;
     if total != z.len() {
-        return err(0, format!("ziplist header says {total} bytes, blob has {}", z.len()));
+        return err(
+            0,
+            format!("ziplist header says {total} bytes, blob has {}", z.len()),
+        );
     }
     let declared = u16::from_le_bytes([z[8], z[9]]);
     let mut p = 10usize;
@@ -41,7 +47,10 @@ pub fn parse_ziplist<'a>(z: &'a [u8], mut f: impl FnMut(Elem<'a>) -> PResult<()>
         let (prevlen, mut q) = if b < 254 {
             (b as usize, p + 1)
         } else if b == 254 {
-            (u32::from_le_bytes(get(p + 1, 4)?.try_into().unwrap()) as usize, p + 5)
+            (
+                u32::from_le_bytes(get(p + 1, 4)?.try_into().unwrap()) as usize,
+                p + 5,
+            )
         } else {
             return err(p, "ziplist prevlen byte 0xFF");
         };
@@ -77,12 +86,21 @@ pub fn parse_ziplist<'a>(z: &'a [u8], mut f: impl FnMut(Elem<'a>) -> PResult<()>
             _ => {
                 q += 1;
                 let (v, n) = match e {
-                    0xC0 => (i64::from(i16::from_le_bytes(get(q, 2)?.try_into().unwrap())), 2),
-                    0xD0 => (i64::from(i32::from_le_bytes(get(q, 4)?.try_into().unwrap())), 4),
+                    0xC0 => (
+                        i64::from(i16::from_le_bytes(get(q, 2)?.try_into().unwrap())),
+                        2,
+                    ),
+                    0xD0 => (
+                        i64::from(i32::from_le_bytes(get(q, 4)?.try_into().unwrap())),
+                        4,
+                    ),
                     0xE0 => (i64::from_le_bytes(get(q, 8)?.try_into().unwrap()), 8),
                     0xF0 => {
                         let b3 = get(q, 3)?;
-                        (i64::from(i32::from_le_bytes([0, b3[0], b3[1], b3[2]]) >> 8), 3)
+                        (
+                            i64::from(i32::from_le_bytes([0, b3[0], b3[1], b3[2]]) >> 8),
+                            3,
+                        )
                     }
                     0xFE => (i64::from(get(q, 1)?[0] as i8), 1),
                     0xF1..=0xFD => (i64::from(e & 0x0f) - 1, 0),
@@ -98,13 +116,19 @@ pub fn parse_ziplist<'a>(z: &'a [u8], mut f: impl FnMut(Elem<'a>) -> PResult<()>
         f(elem)?;
     }
     if declared != u16::MAX && declared as usize != count {
-        return err(8, format!("ziplist header says {declared} entries, found {count}"));
+        return err(
+            8,
+            format!("ziplist header says {declared} entries, found {count}"),
+        );
     }
     Ok(count)
 }
 
 /// Reads a zipmap blob (field, value pairs).
-pub fn parse_zipmap<'a>(z: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> PResult<()>) -> PResult<()> {
+pub fn parse_zipmap<'a>(
+    z: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> PResult<()>,
+) -> PResult<()> {
     let mut p = 1usize; // zmlen byte
     if z.is_empty() {
         return err(0, "empty zipmap");
@@ -114,22 +138,37 @@ pub fn parse_zipmap<'a>(z: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> PR
             None => err(p, "zipmap runs past the end"),
             Some(255) => Ok(None),
             Some(254) => {
-                let b = z.get(p + 1..p + 5).ok_or((p, "zipmap length truncated".to_string()))?;
-                Ok(Some((u32::from_le_bytes(b.try_into().unwrap()) as usize, p + 5)))
+                let b = z
+                    .get(p + 1..p + 5)
+                    .ok_or((p, "zipmap length truncated".to_string()))?;
+                Ok(Some((
+                    u32::from_le_bytes(b.try_into().unwrap()) as usize,
+                    p + 5,
+                )))
             }
             Some(&b) => Ok(Some((b as usize, p + 1))),
         }
     };
     loop {
         let Some((klen, q)) = len_at(p)? else {
-            return if p + 1 == z.len() { Ok(()) } else { err(p, "zipmap end before the end of the blob") };
+            return if p + 1 == z.len() {
+                Ok(())
+            } else {
+                err(p, "zipmap end before the end of the blob")
+            };
         };
-        let key = z.get(q..q + klen).ok_or((q, "zipmap key past the end".to_string()))?;
+        let key = z
+            .get(q..q + klen)
+            .ok_or((q, "zipmap key past the end".to_string()))?;
         let Some((vlen, q)) = len_at(q + klen)? else {
             return err(q + klen, "zipmap ends after a key");
         };
-        let free = *z.get(q).ok_or((q, "zipmap free byte missing".to_string()))? as usize;
-        let val = z.get(q + 1..q + 1 + vlen).ok_or((q, "zipmap value past the end".to_string()))?;
+        let free = *z
+            .get(q)
+            .ok_or((q, "zipmap free byte missing".to_string()))? as usize;
+        let val = z
+            .get(q + 1..q + 1 + vlen)
+            .ok_or((q, "zipmap value past the end".to_string()))?;
         p = q + 1 + vlen + free;
         f(key, val)?;
     }
@@ -161,7 +200,15 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(got, vec![b"ab".to_vec(), b"12".to_vec(), b"-2".to_vec(), b"300".to_vec()]);
+        assert_eq!(
+            got,
+            vec![
+                b"ab".to_vec(),
+                b"12".to_vec(),
+                b"-2".to_vec(),
+                b"300".to_vec()
+            ]
+        );
         // Truncation is an error, not a panic.
         for cut in 0..z.len() {
             assert!(parse_ziplist(&z[..cut], |_| Ok(())).is_err());
@@ -177,6 +224,12 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(got, vec![(b"foo".to_vec(), b"bar".to_vec()), (b"k".to_vec(), b"".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                (b"foo".to_vec(), b"bar".to_vec()),
+                (b"k".to_vec(), b"".to_vec())
+            ]
+        );
     }
 }

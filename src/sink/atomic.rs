@@ -55,7 +55,8 @@ impl AtomicFile {
     /// fsync, rename over the target, fsync the directory.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("AtomicFile committed twice");
-        file.sync_all().map_err(|e| Error::io("fsync", &self.tmp, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", &self.tmp, e))?;
         drop(file);
         fs::rename(&self.tmp, &self.target).map_err(|e| Error::io("rename", &self.target, e))?;
         // The rename happened: from here on the temp name no longer exists.

@@ -90,7 +90,8 @@ impl ChunkSink for FileChunkSink<'_> {
 /// Encodes `ks` in this process and atomically replaces `path` with it.
 pub fn save(ks: &dyn Keyspace, path: &Path, opts: &SaveOptions) -> Result<SaveReport> {
     let mut tmp = AtomicFile::create(path)?;
-    let framer = (opts.format == Format::Lz4).then(|| Framer::new(BlockMax::for_chunk(opts.chunk_size)));
+    let framer =
+        (opts.format == Format::Lz4).then(|| Framer::new(BlockMax::for_chunk(opts.chunk_size)));
     let target = tmp.target().to_path_buf();
     let (summary, bytes_written) = {
         let (file, tpath) = tmp.file_mut();
@@ -100,7 +101,8 @@ pub fn save(ks: &dyn Keyspace, path: &Path, opts: &SaveOptions) -> Result<SaveRe
             framer,
             written: 0,
         };
-        let (mut sink, last, summary) = encode(ks, &opts.encode, sink, ChunkBuf::new(opts.chunk_size))?;
+        let (mut sink, last, summary) =
+            encode(ks, &opts.encode, sink, ChunkBuf::new(opts.chunk_size))?;
         sink.write(last.as_slice(), true)?;
         (summary, sink.written)
     };

@@ -12,7 +12,9 @@ pub fn future_ms(offset: i64) -> i64 {
 }
 
 fn ints(n: usize, step: i64, base: i64) -> Vec<Vec<u8>> {
-    (0..n as i64).map(|i| (base + i * step).to_string().into_bytes()).collect()
+    (0..n as i64)
+        .map(|i| (base + i * step).to_string().into_bytes())
+        .collect()
 }
 
 fn strs(n: usize, len: usize, tag: &str) -> Vec<Vec<u8>> {
@@ -85,12 +87,28 @@ pub fn edge_cases(large: bool) -> MemKeyspace {
     ] {
         put(&mut ks, 0, MemValue::str(s.to_vec()), false);
     }
-    for i in [0i64, 1, -1, 127, 128, 40000, -40000, 1 << 31, i64::MAX, i64::MIN] {
+    for i in [
+        0i64,
+        1,
+        -1,
+        127,
+        128,
+        40000,
+        -40000,
+        1 << 31,
+        i64::MAX,
+        i64::MIN,
+    ] {
         put(&mut ks, 0, MemValue::Int(i), i % 2 == 0);
     }
     put(&mut ks, 0, MemValue::str(noise(5000, 7)), false);
     put(&mut ks, 0, MemValue::str(vec![b'z'; 100_000]), true);
-    ks.insert(0, b"\x00\r\nkey\xff".to_vec(), MemValue::str("binary key"), None);
+    ks.insert(
+        0,
+        b"\x00\r\nkey\xff".to_vec(),
+        MemValue::str("binary key"),
+        None,
+    );
     ks.insert(0, Vec::<u8>::new(), MemValue::str("empty key"), None);
 
     // Lists: one element, around a node's 8 KiB, a big element, ints and strings.
@@ -98,23 +116,69 @@ pub fn edge_cases(large: bool) -> MemKeyspace {
     put(&mut ks, 0, MemValue::list(ints(128, 7, -300)), true);
     put(&mut ks, 0, MemValue::list(strs(129, 64, "l")), false);
     put(&mut ks, 0, MemValue::list(strs(300, 100, "node")), false);
-    put(&mut ks, 0, MemValue::list(vec![noise(9000, 3), b"x".to_vec(), vec![b'y'; 20000]]), false);
-    put(&mut ks, 0, MemValue::list([&b""[..], b"", b"1", b"-1", b"9223372036854775807"]), false);
+    put(
+        &mut ks,
+        0,
+        MemValue::list(vec![noise(9000, 3), b"x".to_vec(), vec![b'y'; 20000]]),
+        false,
+    );
+    put(
+        &mut ks,
+        0,
+        MemValue::list([&b""[..], b"", b"1", b"-1", b"9223372036854775807"]),
+        false,
+    );
 
     // Sets: intset 512/513, listpack 128/129, member 64/65 bytes, mixed, big ints.
-    put(&mut ks, 0, MemValue::set(ints(512, 3, -700)).unwrap(), false);
+    put(
+        &mut ks,
+        0,
+        MemValue::set(ints(512, 3, -700)).unwrap(),
+        false,
+    );
     put(&mut ks, 0, MemValue::set(ints(513, 3, -700)).unwrap(), true);
-    put(&mut ks, 0, MemValue::set(ints(5, 1 << 40, 0)).unwrap(), false);
-    put(&mut ks, 0, MemValue::set(strs(128, 10, "s")).unwrap(), false);
-    put(&mut ks, 0, MemValue::set(strs(129, 10, "s")).unwrap(), false);
+    put(
+        &mut ks,
+        0,
+        MemValue::set(ints(5, 1 << 40, 0)).unwrap(),
+        false,
+    );
+    put(
+        &mut ks,
+        0,
+        MemValue::set(strs(128, 10, "s")).unwrap(),
+        false,
+    );
+    put(
+        &mut ks,
+        0,
+        MemValue::set(strs(129, 10, "s")).unwrap(),
+        false,
+    );
     put(&mut ks, 0, MemValue::set(strs(20, 64, "m")).unwrap(), false);
     put(&mut ks, 0, MemValue::set(strs(20, 65, "m")).unwrap(), false);
-    put(&mut ks, 0, MemValue::set([&b"1"[..], b"2", b"x", b"01", b"-0", b""]).unwrap(), false);
-    put(&mut ks, 0, MemValue::set([&b"99999999999999999999"[..], b"5"]).unwrap(), false);
+    put(
+        &mut ks,
+        0,
+        MemValue::set([&b"1"[..], b"2", b"x", b"01", b"-0", b""]).unwrap(),
+        false,
+    );
+    put(
+        &mut ks,
+        0,
+        MemValue::set([&b"99999999999999999999"[..], b"5"]).unwrap(),
+        false,
+    );
 
     // Sorted sets: 128/129 entries, 64/65-byte members, extreme and tied scores.
     let zs = |n: usize, len: usize| {
-        MemValue::zset(strs(n, len, "z").into_iter().enumerate().map(|(i, m)| (m, (i % 7) as f64 * 0.5 - 1.0))).unwrap()
+        MemValue::zset(
+            strs(n, len, "z")
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| (m, (i % 7) as f64 * 0.5 - 1.0)),
+        )
+        .unwrap()
     };
     put(&mut ks, 0, zs(128, 8), false);
     put(&mut ks, 0, zs(129, 8), true);
@@ -136,7 +200,25 @@ pub fn edge_cases(large: bool) -> MemKeyspace {
         (b"12", 12.0),
     ];
     put(&mut ks, 0, MemValue::zset(extreme).unwrap(), false);
-    put(&mut ks, 0, MemValue::zset(extreme.iter().cycle().take(200).enumerate().map(|(i, (m, s))| (format!("{}{i}", String::from_utf8_lossy(m)).into_bytes(), *s))).unwrap(), false);
+    put(
+        &mut ks,
+        0,
+        MemValue::zset(
+            extreme
+                .iter()
+                .cycle()
+                .take(200)
+                .enumerate()
+                .map(|(i, (m, s))| {
+                    (
+                        format!("{}{i}", String::from_utf8_lossy(m)).into_bytes(),
+                        *s,
+                    )
+                }),
+        )
+        .unwrap(),
+        false,
+    );
 
     // Hashes: 128/129 fields, field and value 64/65 bytes.
     let hs = |n: usize, flen: usize, vlen: usize| {
@@ -147,7 +229,12 @@ pub fn edge_cases(large: bool) -> MemKeyspace {
     put(&mut ks, 0, hs(5, 64, 64), false);
     put(&mut ks, 0, hs(5, 65, 3), false);
     put(&mut ks, 0, hs(5, 3, 65), false);
-    put(&mut ks, 0, MemValue::hash([("n", "1"), ("neg", "-5"), ("", ""), ("bin\0", "\r\n")]).unwrap(), false);
+    put(
+        &mut ks,
+        0,
+        MemValue::hash([("n", "1"), ("neg", "-5"), ("", ""), ("bin\0", "\r\n")]).unwrap(),
+        false,
+    );
 
     // Other databases.
     put(&mut ks, 1, MemValue::str("db1"), true);
@@ -157,10 +244,36 @@ pub fn edge_cases(large: bool) -> MemKeyspace {
     if large {
         put(&mut ks, 0, MemValue::list(ints(150_000, 1, 0)), false);
         put(&mut ks, 0, MemValue::list(strs(120_000, 30, "L")), false);
-        put(&mut ks, 0, MemValue::set(strs(100_001, 12, "S")).unwrap(), false);
-        put(&mut ks, 0, MemValue::set(ints(100_001, 1, -50_000)).unwrap(), true);
-        put(&mut ks, 2, MemValue::zset(strs(100_001, 12, "Z").into_iter().enumerate().map(|(i, m)| (m, i as f64 / 3.0))).unwrap(), false);
-        put(&mut ks, 2, MemValue::hash(strs(100_001, 12, "F").into_iter().zip(ints(100_001, 1, 0))).unwrap(), false);
+        put(
+            &mut ks,
+            0,
+            MemValue::set(strs(100_001, 12, "S")).unwrap(),
+            false,
+        );
+        put(
+            &mut ks,
+            0,
+            MemValue::set(ints(100_001, 1, -50_000)).unwrap(),
+            true,
+        );
+        put(
+            &mut ks,
+            2,
+            MemValue::zset(
+                strs(100_001, 12, "Z")
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| (m, i as f64 / 3.0)),
+            )
+            .unwrap(),
+            false,
+        );
+        put(
+            &mut ks,
+            2,
+            MemValue::hash(strs(100_001, 12, "F").into_iter().zip(ints(100_001, 1, 0))).unwrap(),
+            false,
+        );
         let mut big = noise(1 << 20, 11);
         big.extend(vec![b'q'; 1 << 20]);
         put(&mut ks, 3, MemValue::str(big), true);

@@ -59,7 +59,10 @@ impl Kind {
 
 fn python_pkg_dir(pkg: &str) -> Option<PathBuf> {
     let out = Command::new("python3")
-        .args(["-c", &format!("import {pkg},os;print(os.path.dirname({pkg}.__file__))")])
+        .args([
+            "-c",
+            &format!("import {pkg},os;print(os.path.dirname({pkg}.__file__))"),
+        ])
         .output()
         .ok()?;
     out.status
@@ -114,7 +117,11 @@ pub struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -137,12 +144,31 @@ impl Server {
             let _ = std::fs::remove_file(d.path().join("server.log"));
             let port = free_port();
             let mut cmd = Command::new(&bin);
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--daemonize", "no", "--dbfilename", "dump.rdb"])
-                .arg("--dir")
-                .arg(d.path())
-                .args(["--logfile", "server.log", "--databases", "16"])
-                .args(["--proto-max-bulk-len", "1gb", "--client-query-buffer-limit", "1gb"]);
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
+            .arg("--dir")
+            .arg(d.path())
+            .args(["--logfile", "server.log", "--databases", "16"])
+            .args([
+                "--proto-max-bulk-len",
+                "1gb",
+                "--client-query-buffer-limit",
+                "1gb",
+            ]);
             if kind != Kind::Redis62 {
                 cmd.args(["--enable-debug-command", "yes"]);
             }
@@ -346,7 +372,11 @@ impl Conn {
 /// The score text a server parses back to exactly `s`.
 pub fn score_arg(s: f64) -> Vec<u8> {
     if s.is_infinite() {
-        return if s > 0.0 { b"+inf".to_vec() } else { b"-inf".to_vec() };
+        return if s > 0.0 {
+            b"+inf".to_vec()
+        } else {
+            b"-inf".to_vec()
+        };
     }
     format!("{s:?}").into_bytes()
 }
@@ -361,7 +391,9 @@ pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
             let k = key.to_vec();
             match value {
                 MemValue::Str(s) => cmds.push(vec![b"SET".to_vec(), k.clone(), s.to_vec()]),
-                MemValue::Int(i) => cmds.push(vec![b"SET".to_vec(), k.clone(), i.to_string().into_bytes()]),
+                MemValue::Int(i) => {
+                    cmds.push(vec![b"SET".to_vec(), k.clone(), i.to_string().into_bytes()])
+                }
                 MemValue::List(l) => {
                     for c in l.chunks(BATCH) {
                         let mut cmd = vec![b"RPUSH".to_vec(), k.clone()];
@@ -461,7 +493,8 @@ fn same_value(a: &MemValue, b: &MemValue) -> bool {
         }
         (MemValue::ZSet(x), MemValue::ZSet(y)) => {
             let key = |v: &Vec<(Box<[u8]>, f64)>| {
-                let mut v: Vec<(Box<[u8]>, u64)> = v.iter().map(|(m, s)| (m.clone(), s.to_bits())).collect();
+                let mut v: Vec<(Box<[u8]>, u64)> =
+                    v.iter().map(|(m, s)| (m.clone(), s.to_bits())).collect();
                 v.sort();
                 v
             };
