@@ -564,17 +564,80 @@ impl<'a> Reader<'a, '_> {
                     what: "pre-release module value (type 6) cannot be read or skipped".into(),
                 })
             }
-            types::HASH_METADATA_PRE_GA..=types::HASH_LISTPACK_EX => {
-                return Err(Error::Unsupported {
-                    offset: entry_at as u64,
-                    what: format!(
-                        "hash with field expiry (type {ty}, Redis 7.4 HFE) is not supported"
-                    ),
-                })
+            types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
+                // Redis 7.4 hashes with field expiry: [minExpire u64 LE (GA only)], count,
+                // then (TTL length, field, value); GA TTLs are minExpire-relative + 1.
+                let min = if ty == types::HASH_METADATA {
+                    u64::from_le_bytes(self.fixed("hash minExpire")?)
+                } else {
+                    0
+                };
+                let n = self.count("hash size", 3)?;
+                let mut v = Vec::with_capacity(n);
+                let mut with_ttl = 0u64;
+                for _ in 0..n {
+                    let ttl = self.len("hash field TTL")?;
+                    // GA: expireAt = ttl + minExpire - 1, with 0 meaning none; PRE_GA: absolute.
+                    let _ = min;
+                    with_ttl += u64::from(ttl != 0);
+                    let f = self.boxed("hash field")?;
+                    let x = self.boxed("hash value")?;
+                    v.push((f, x));
+                }
+                self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
+                if with_ttl > 0 {
+                    self.field_ttls_unsupported(entry_at, with_ttl)?;
+                    return Ok(None);
+                }
+                MemValue::Hash(v)
+            }
+            types::HASH_LISTPACK_EX_PRE_GA | types::HASH_LISTPACK_EX => {
+                // [minExpire u64 LE (GA only)], a listpack of (field, value, expire ms or 0).
+                if ty == types::HASH_LISTPACK_EX {
+                    self.fixed::<8>("hash minExpire")?;
+                }
+                let mut flat = Vec::new();
+                self.blob_elems("hash listpack with TTLs", true, &mut |e| flat.push(e))?;
+                if flat.len() % 3 != 0 {
+                    return self.corrupt(
+                        at,
+                        "hash listpack with TTLs is not made of (field, value, TTL) triples",
+                    );
+                }
+                let mut v = Vec::with_capacity(flat.len() / 3);
+                let mut with_ttl = 0u64;
+                let mut it = flat.into_iter();
+                while let (Some(f), Some(x), Some(t)) = (it.next(), it.next(), it.next()) {
+                    match super::num::canonical_i64(&t) {
+                        Some(0) => {}
+                        Some(_) => with_ttl += 1,
+                        None => return self.corrupt(at, "hash field TTL is not an integer"),
+                    }
+                    v.push((f, x));
+                }
+                self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
+                if with_ttl > 0 {
+                    self.field_ttls_unsupported(entry_at, with_ttl)?;
+                    return Ok(None);
+                }
+                MemValue::Hash(v)
             }
             t => return self.corrupt(entry_at, format!("unknown value type {t}")),
         };
         Ok(Some(v))
+    }
+
+    fn field_ttls_unsupported(&self, at: usize, n: u64) -> Result<()> {
+        if self.opts.skip_unsupported {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                offset: at as u64,
+                what: format!(
+                    "hash with {n} field TTL(s) (Redis 7.4 hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
+                ),
+            })
+        }
     }
 
     fn unsupported(&self, at: usize, what: &str) -> Result<()> {
@@ -707,5 +770,109 @@ impl<'a> Reader<'a, '_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdb::listpack::LpWriter;
+
+    /// A file of version 12 with the given entries (type byte, key, value bytes).
+    fn file(entries: &[(u8, &[u8], Vec<u8>)]) -> Vec<u8> {
+        let mut f = b"REDIS0012\xfe\x00".to_vec();
+        for (ty, key, val) in entries {
+            f.push(*ty);
+            f.push(key.len() as u8);
+            f.extend_from_slice(key);
+            f.extend_from_slice(val);
+        }
+        f.push(0xFF);
+        let crc = CRC64.checksum(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    fn s(x: &[u8]) -> Vec<u8> {
+        [&[x.len() as u8][..], x].concat()
+    }
+
+    fn metadata_hash(ttl: u8) -> Vec<u8> {
+        // minExpire, 2 fields: ("a","1") without TTL, ("b","2") with `ttl`.
+        let mut v = 1_900_000_000_000u64.to_le_bytes().to_vec();
+        v.push(2);
+        v.push(0);
+        v.extend(s(b"a"));
+        v.extend(s(b"1"));
+        v.push(ttl);
+        v.extend(s(b"b"));
+        v.extend(s(b"2"));
+        v
+    }
+
+    fn listpack_ex(ttl: i64) -> Vec<u8> {
+        let mut lp = Vec::new();
+        let mut w = LpWriter::begin(&mut lp);
+        for (f, x, t) in [(&b"a"[..], &b"1"[..], 0), (b"b", b"2", ttl)] {
+            w.push(&mut lp, f);
+            w.push(&mut lp, x);
+            w.push_int(&mut lp, t);
+        }
+        w.finish(&mut lp);
+        let mut v = 1_900_000_000_000u64.to_le_bytes().to_vec();
+        v.push(lp.len() as u8);
+        v.extend(lp);
+        v
+    }
+
+    #[test]
+    fn hash_field_expiry_loads_when_no_field_has_a_ttl() {
+        for (ty, val) in [
+            (types::HASH_METADATA, metadata_hash(0)),
+            (types::HASH_LISTPACK_EX, listpack_ex(0)),
+        ] {
+            let f = file(&[(ty, b"h", val), (types::STRING, b"after", s(b"x"))]);
+            let (ks, _) = load(&f, &LoadOptions::default()).unwrap();
+            let db = ks.db(0).unwrap();
+            assert_eq!(
+                db.get(b"h").unwrap().0,
+                &MemValue::hash([("a", "1"), ("b", "2")]).unwrap(),
+                "type {ty}"
+            );
+            assert!(db.get(b"after").is_some());
+        }
+    }
+
+    #[test]
+    fn hash_field_ttls_are_refused_or_skipped_never_dropped() {
+        for (ty, val) in [
+            (types::HASH_METADATA, metadata_hash(5)),
+            (types::HASH_LISTPACK_EX, listpack_ex(1_900_000_000_500)),
+        ] {
+            let f = file(&[(ty, b"h", val), (types::STRING, b"after", s(b"x"))]);
+            match load(&f, &LoadOptions::default()) {
+                Err(Error::Unsupported { offset, what }) => {
+                    assert_eq!(offset, 11, "type {ty}");
+                    assert!(what.contains("field TTL"), "{what}");
+                }
+                other => panic!(
+                    "type {ty}: expected Unsupported, got {:?}",
+                    other.map(|(_, r)| r)
+                ),
+            }
+            let (ks, r) = load(
+                &f,
+                &LoadOptions {
+                    skip_unsupported: true,
+                },
+            )
+            .unwrap();
+            assert_eq!(r.values_skipped, 1);
+            assert!(ks.db(0).unwrap().get(b"h").is_none());
+            assert!(
+                ks.db(0).unwrap().get(b"after").is_some(),
+                "type {ty}: the key after must load"
+            );
+        }
     }
 }
