@@ -32,6 +32,14 @@ pub enum Error {
     Unsupported { offset: u64, what: String },
     /// The caller asked for something invalid (an RDB version we cannot write, ...).
     InvalidOption(String),
+    /// A snapshot is already running in this process.
+    AlreadyRunning,
+    /// Copy-on-write crossed the budget; the snapshot was aborted.
+    CowLimitExceeded { budget: u64, observed: u64 },
+    /// The snapshot was aborted by the caller.
+    Aborted,
+    /// The snapshot child failed without a more specific error (killed by a signal, ...).
+    Child { status: String },
 }
 
 impl Error {
@@ -71,6 +79,13 @@ impl fmt::Display for Error {
                 write!(f, "unsupported value at byte {offset}: {what}")
             }
             Error::InvalidOption(msg) => write!(f, "invalid option: {msg}"),
+            Error::AlreadyRunning => write!(f, "a snapshot is already running in this process"),
+            Error::CowLimitExceeded { budget, observed } => write!(
+                f,
+                "snapshot aborted: copy-on-write reached {observed} bytes, over the budget of {budget}"
+            ),
+            Error::Aborted => write!(f, "snapshot aborted by the caller"),
+            Error::Child { status } => write!(f, "snapshot child failed: {status}"),
         }
     }
 }

@@ -10,12 +10,15 @@
 
 pub mod buf;
 pub mod error;
+pub mod fork;
 pub mod frame;
 pub mod keyspace;
+pub mod pressure;
 pub mod rdb;
 pub mod sink;
 
 pub use buf::ChunkBuf;
 pub use error::{Error, Result};
+pub use fork::{snapshot_running, Progress, RunningSnapshot, SnapshotOptions, SnapshotReport};
 pub use keyspace::{Entry, Keyspace, MemKeyspace, MemValue, Value};
-pub use sink::{save, Format, SaveOptions, SaveReport};
+pub use sink::{save, BackendKind, Faults, Format, SaveOptions, SaveReport, Step};

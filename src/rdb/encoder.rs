@@ -324,6 +324,11 @@ impl<S: ChunkSink> Encoder<S> {
         }
     }
 
+    /// The sink chunks are handed to.
+    pub fn sink(&self) -> &S {
+        &self.out.sink
+    }
+
     /// Bytes produced so far (handed off plus the current chunk).
     pub fn bytes(&self) -> u64 {
         self.out.flushed + self.out.buf.len() as u64
@@ -596,12 +601,33 @@ pub fn encode<S: ChunkSink>(
     sink: S,
     chunk: ChunkBuf,
 ) -> Result<(S, ChunkBuf, EncodeSummary)> {
+    encode_with(ks, opts, sink, chunk, &mut |_, _| {})
+}
+
+/// Keys between two calls of an [`encode_with`] progress callback.
+pub const PROGRESS_EVERY_KEYS: u64 = 4096;
+
+/// [`encode`], calling `progress(&encoder, keys so far)` every [`PROGRESS_EVERY_KEYS`].
+pub fn encode_with<S: ChunkSink>(
+    ks: &dyn Keyspace,
+    opts: &EncodeOptions,
+    sink: S,
+    chunk: ChunkBuf,
+    progress: &mut dyn FnMut(&Encoder<S>, u64),
+) -> Result<(S, ChunkBuf, EncodeSummary)> {
     let mut enc = Encoder::new(sink, chunk, opts)?;
+    let mut keys = 0u64;
     for info in ks.databases() {
         enc.begin_db(&info)?;
         let mut err = None;
         ks.walk(info.index, &mut |e| match enc.write_entry(e) {
-            Ok(_) => ControlFlow::Continue(()),
+            Ok(_) => {
+                keys += 1;
+                if keys % PROGRESS_EVERY_KEYS == 0 {
+                    progress(&enc, keys);
+                }
+                ControlFlow::Continue(())
+            }
             Err(x) => {
                 err = Some(x);
                 ControlFlow::Break(())

@@ -13,7 +13,9 @@ pub mod num;
 pub mod reader;
 pub mod ziplist;
 
-pub use encoder::{encode, encode_to_vec, ChunkSink, EncodeOptions, EncodeSummary, Encoder};
+pub use encoder::{
+    encode, encode_to_vec, encode_with, ChunkSink, EncodeOptions, EncodeSummary, Encoder,
+};
 pub use reader::{load, load_file, LoadOptions, LoadReport};
 
 use crc::{Crc, Table, CRC_64_REDIS};

@@ -1,22 +1,23 @@
-//! Where encoded chunks go: files, written so that a target is only ever replaced by a
-//! complete, synced snapshot.
+//! Where encoded chunks go: through one I/O interface ([`io::Io`]) to a write backend
+//! (io_uring or pwrite), so that a target is only ever replaced by a complete, synced
+//! snapshot.
 //!
 //! **Invariants**
 //! - The target path is only ever replaced by `rename` of a fully written and fsynced
 //!   temp file in the same directory; the directory is fsynced after.
 //! - A failed save removes its temp file and leaves the target as it was.
 
-mod atomic;
+pub mod backend;
+pub mod io;
+pub mod pipeline;
 
-pub use atomic::AtomicFile;
+pub use backend::{BackendKind, BackendStats};
+pub use io::{Faults, Step};
+pub use pipeline::{write_snapshot, WriteOptions, WriteReport};
 
-use crate::buf::ChunkBuf;
-use crate::error::{Error, Result};
-use crate::frame::{BlockMax, Framer};
+use crate::error::Result;
 use crate::keyspace::Keyspace;
-use crate::rdb::{encode, ChunkSink, EncodeOptions, EncodeSummary};
-use std::fs::File;
-use std::io::Write;
+use crate::rdb::{EncodeOptions, EncodeSummary};
 use std::path::{Path, PathBuf};
 
 /// The container the RDB bytes are written in.
@@ -28,7 +29,8 @@ pub enum Format {
     Lz4,
 }
 
-/// Options for [`save`].
+/// Options for [`save`], the simple in-process entry point. [`crate::SnapshotOptions`]
+/// has every knob.
 #[derive(Clone, Debug)]
 pub struct SaveOptions {
     pub encode: EncodeOptions,
@@ -56,60 +58,24 @@ pub struct SaveReport {
     pub path: PathBuf,
 }
 
-/// Writes chunks to a file, LZ4-framing them if asked.
-struct FileChunkSink<'f> {
-    file: &'f mut File,
-    path: &'f Path,
-    framer: Option<Framer>,
-    written: u64,
-}
-
-impl FileChunkSink<'_> {
-    fn write(&mut self, raw: &[u8], last: bool) -> Result<()> {
-        let bytes = match self.framer.as_mut() {
-            Some(f) if last => f.finish(raw),
-            Some(f) => f.chunk(raw),
-            None => raw,
-        };
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io("write", self.path, e))?;
-        self.written += bytes.len() as u64;
-        Ok(())
-    }
-}
-
-impl ChunkSink for FileChunkSink<'_> {
-    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
-        self.write(chunk.as_slice(), false)?;
-        chunk.clear();
-        Ok(())
-    }
-}
-
-/// Encodes `ks` in this process and atomically replaces `path` with it.
+/// Encodes `ks` in this process and atomically replaces `path` with it, through the same
+/// pipeline a forked snapshot uses.
 pub fn save(ks: &dyn Keyspace, path: &Path, opts: &SaveOptions) -> Result<SaveReport> {
-    let mut tmp = AtomicFile::create(path)?;
-    let framer =
-        (opts.format == Format::Lz4).then(|| Framer::new(BlockMax::for_chunk(opts.chunk_size)));
-    let target = tmp.target().to_path_buf();
-    let (summary, bytes_written) = {
-        let (file, tpath) = tmp.file_mut();
-        let sink = FileChunkSink {
-            file,
-            path: tpath,
-            framer,
-            written: 0,
-        };
-        let (mut sink, last, summary) =
-            encode(ks, &opts.encode, sink, ChunkBuf::new(opts.chunk_size))?;
-        sink.write(last.as_slice(), true)?;
-        (summary, sink.written)
+    let write = WriteOptions {
+        format: opts.format,
+        chunk_size: opts.chunk_size,
+        ..WriteOptions::default()
     };
-    tmp.commit()?;
+    let tmp = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(format!("temp-{}-save.rdb", std::process::id()));
+    let mut io = io::Io::new(tmp, path.to_path_buf(), io::Faults::default());
+    let r = write_snapshot(ks, &opts.encode, &write, &mut io, &mut |_, _, _| {})?;
     Ok(SaveReport {
-        summary,
-        bytes_written,
-        path: target,
+        summary: r.summary,
+        bytes_written: r.bytes_written,
+        path: path.to_path_buf(),
     })
 }

@@ -1,0 +1,658 @@
+//! Background snapshots: fork, let the child encode and write the copy-on-write image of
+//! the keyspace, keep serving in the parent.
+//!
+//! **Invariants**
+//! - After fork the child takes no lock another parent thread may hold: it never logs,
+//!   never touches stdio, reports only through `write(2)` on its pipe, builds its own
+//!   io_uring ring and buffers (never inherited, never the parent's heap pages), and
+//!   leaves with `_exit`.
+//! - The child dies with the parent (`PR_SET_PDEATHSIG`, checked once after setting it).
+//! - The target is replaced only by the child's rename of a complete, fsynced temp file
+//!   `temp-<child pid>.rdb` beside it; the parent removes that temp file whenever the
+//!   child fails or is killed.
+//! - One snapshot at a time per process (`AlreadyRunning`).
+//! - The parent never blocks except in [`RunningSnapshot::wait`].
+
+pub(crate) mod report;
+
+use crate::error::{Error, Result};
+use crate::keyspace::Keyspace;
+use crate::pressure::{CowFigures, CowSampler, CowSampling};
+use crate::rdb::EncodeOptions;
+use crate::sink::io::Io;
+use crate::sink::{write_snapshot, BackendKind, Faults, Format, Step, WriteOptions, WriteReport};
+use report::{Fields, Msg};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Everything a snapshot needs to know; one builder for `save` and `start`.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    pub path: PathBuf,
+    pub encode: EncodeOptions,
+    pub write: WriteOptions,
+    /// Abort when copy-on-write exceeds this many bytes.
+    pub cow_budget: Option<u64>,
+    pub cow_sampling: CowSampling,
+}
+
+impl SnapshotOptions {
+    /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, io_uring (pwrite fallback),
+    /// 4 writes in flight, writeback paced every 4 MiB, no CoW budget.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SnapshotOptions {
+            path: path.into(),
+            encode: EncodeOptions::default(),
+            write: WriteOptions::default(),
+            cow_budget: None,
+            cow_sampling: CowSampling::default(),
+        }
+    }
+    /// Plain RDB or an LZ4 frame. LZ4 turns LZF off (the frame compresses instead).
+    pub fn format(mut self, f: Format) -> Self {
+        self.write.format = f;
+        if f == Format::Lz4 {
+            self.encode.lzf = false;
+        }
+        self
+    }
+    pub fn rdb_version(mut self, v: u8) -> Self {
+        self.encode.version = v;
+        self
+    }
+    pub fn lzf(mut self, on: bool) -> Self {
+        self.encode.lzf = on;
+        self
+    }
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.write.chunk_size = bytes;
+        self
+    }
+    pub fn queue_depth(mut self, n: u32) -> Self {
+        self.write.queue_depth = n;
+        self
+    }
+    pub fn batch(mut self, sqes: usize) -> Self {
+        self.write.batch = sqes;
+        self
+    }
+    pub fn direct(mut self, on: bool) -> Self {
+        self.write.direct = on;
+        self
+    }
+    pub fn pacing_bytes(mut self, bytes: u64) -> Self {
+        self.write.pacing_bytes = bytes;
+        self
+    }
+    pub fn backend(mut self, b: BackendKind) -> Self {
+        self.write.backend = b;
+        self
+    }
+    pub fn register_buffers(mut self, on: bool) -> Self {
+        self.write.register_buffers = on;
+        self
+    }
+    pub fn cow_budget(mut self, bytes: Option<u64>) -> Self {
+        self.cow_budget = bytes;
+        self
+    }
+    pub fn cow_sampling(mut self, s: CowSampling) -> Self {
+        self.cow_sampling = s;
+        self
+    }
+    /// A fault plan (tests).
+    pub fn faults(mut self, f: Faults) -> Self {
+        self.write.faults = f;
+        self
+    }
+
+    /// Encodes and writes in this process, without fork.
+    pub fn save(&self, ks: &dyn Keyspace) -> Result<SnapshotReport> {
+        let t = Instant::now();
+        let tmp = temp_path(&self.path, &format!("{}-save", std::process::id()));
+        let mut io = Io::new(tmp, self.path.clone(), self.write.faults.clone());
+        let r = write_snapshot(ks, &self.encode, &self.write, &mut io, &mut |_, _, _| {})?;
+        let mut rep = SnapshotReport::from_write(&r, &self.path);
+        rep.child_wall = t.elapsed();
+        Ok(rep)
+    }
+
+    /// Forks; the child writes the snapshot while the caller goes on.
+    pub fn start(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
+        self.encode.validate()?;
+        if ACTIVE
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::AlreadyRunning);
+        }
+        match self.fork_child(ks) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                ACTIVE.store(false, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn fork_child(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two fds into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Error::io(
+                "pipe",
+                &self.path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let (rd, wr) = (fds[0], fds[1]);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let t = Instant::now();
+        // SAFETY: fork is sound to call; in the child we only run code that respects the
+        // after-fork rules in the module invariants, and leave with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: closing fds we own.
+            unsafe {
+                libc::close(rd);
+                libc::close(wr);
+            }
+            return Err(Error::io("fork", &self.path, e));
+        }
+        if pid == 0 {
+            // SAFETY: closing our copy of the read end.
+            unsafe { libc::close(rd) };
+            child_main(ks, self, wr, parent);
+        }
+        let fork_us = t.elapsed().as_micros() as u64;
+        // SAFETY: closing the parent's copy of the write end; making our read end
+        // non-blocking on an fd we own.
+        unsafe {
+            libc::close(wr);
+            libc::fcntl(rd, libc::F_SETFL, libc::O_NONBLOCK);
+        }
+        Ok(RunningSnapshot {
+            pid,
+            rd,
+            tmp: temp_path(&self.path, &pid.to_string()),
+            target: self.path.clone(),
+            started: t,
+            fork_us,
+            budget: self.cow_budget,
+            sampler: CowSampler::new(pid, self.cow_sampling),
+            pending: Vec::new(),
+            progress: Progress::default(),
+            fin: None,
+            child_error: None,
+            keys_per_db: Vec::new(),
+            backend_reason: String::new(),
+            done: false,
+        })
+    }
+}
+
+fn temp_path(target: &Path, tag: &str) -> PathBuf {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    dir.join(format!("temp-{tag}.rdb"))
+}
+
+/// Writes a whole message to the pipe (retrying while full, for messages that must arrive).
+fn send(fd: i32, msg: &mut Msg, must: bool) {
+    let b = msg.bytes();
+    let mut off = 0;
+    while off < b.len() {
+        // SAFETY: writing from a live stack buffer to our pipe fd.
+        let n = unsafe { libc::write(fd, b[off..].as_ptr().cast(), b.len() - off) };
+        if n > 0 {
+            off += n as usize;
+            continue;
+        }
+        let e = crate::sink::io::errno();
+        if e == libc::EINTR {
+            continue;
+        }
+        if e == libc::EAGAIN && must {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: poll on one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 100) };
+            continue;
+        }
+        if e == libc::EPIPE {
+            // The parent is gone: nothing left to report to.
+            // SAFETY: _exit ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(3) };
+        }
+        return;
+    }
+}
+
+/// The child. Never returns.
+fn child_main(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32, parent: i32) -> ! {
+    // SAFETY: prctl/getppid/signal/fcntl are async-signal-safe syscalls on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(3);
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGUSR1, libc::SIG_DFL);
+        libc::fcntl(wr, libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    let code =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_run(ks, opts, wr))) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(_) => 2,
+        };
+    // SAFETY: leaving without unwinding into the parent's code or running its destructors.
+    unsafe { libc::_exit(code) }
+}
+
+fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let t = Instant::now();
+    let mut io = Io::new(
+        temp_path(&opts.path, &me.to_string()),
+        opts.path.clone(),
+        opts.write.faults.clone(),
+    );
+    let mut last = Instant::now();
+    let res = write_snapshot(
+        ks,
+        &opts.encode,
+        &opts.write,
+        &mut io,
+        &mut |keys, raw, written| {
+            if last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                send(
+                    wr,
+                    &mut Msg::new(report::PROGRESS).u64(keys).u64(raw).u64(written),
+                    false,
+                );
+            }
+        },
+    );
+    match res {
+        Ok(r) => {
+            for (db, n) in &r.summary.keys_per_db {
+                send(
+                    wr,
+                    &mut Msg::new(report::DB_KEYS).u64(u64::from(*db)).u64(*n),
+                    true,
+                );
+            }
+            send(
+                wr,
+                &mut Msg::new(report::BACKEND_REASON).str(&r.backend_reason),
+                true,
+            );
+            let s = &r.stats;
+            let mut m = Msg::new(report::FINAL)
+                .u64(r.summary.skipped_unsupported)
+                .u64(r.summary.skipped_empty)
+                .u64(r.summary.bytes)
+                .u64(r.bytes_written)
+                .u64(r.summary.crc)
+                .u64(u64::from(r.backend == BackendKind::Uring))
+                .u64(s.submit_calls)
+                .u64(s.sqes)
+                .u64(s.p50_us)
+                .u64(s.p99_us)
+                .u64(s.p999_us)
+                .u64(s.max_us)
+                .u64(u64::from(s.fixed_buffers))
+                .u64(t.elapsed().as_micros() as u64)
+                .u64(r.summary.keys());
+            send(wr, &mut m, true);
+            true
+        }
+        Err(Error::Io { op, path, source }) => {
+            let errno = source.raw_os_error().unwrap_or(0) as u64;
+            let mut m = Msg::new(report::IO_ERROR)
+                .u64(errno)
+                .str(op)
+                .str(&path.to_string_lossy())
+                .str(&source.to_string());
+            send(wr, &mut m, true);
+            false
+        }
+        Err(e) => {
+            send(
+                wr,
+                &mut Msg::new(report::OTHER_ERROR).str(&e.to_string()),
+                true,
+            );
+            false
+        }
+    }
+}
+
+/// Progress of a running snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub keys: u64,
+    /// RDB bytes encoded.
+    pub raw_bytes: u64,
+    /// Bytes in the file so far.
+    pub bytes_written: u64,
+}
+
+/// What a finished snapshot did.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotReport {
+    pub path: PathBuf,
+    pub keys_per_db: Vec<(u32, u64)>,
+    pub skipped_unsupported: u64,
+    pub skipped_empty: u64,
+    pub raw_bytes: u64,
+    pub bytes_written: u64,
+    pub crc: u64,
+    /// Time `fork()` took in the parent, µs (0 for `save`).
+    pub fork_us: u64,
+    /// From `start` until the child was reaped (the span of Redis's BGSAVE).
+    pub wall: Duration,
+    pub child_wall: Duration,
+    pub child_cpu: Duration,
+    pub backend: Option<BackendKind>,
+    pub backend_reason: String,
+    pub submit_calls: u64,
+    pub sqes: u64,
+    pub fixed_buffers: bool,
+    pub write_p50_us: u64,
+    pub write_p99_us: u64,
+    pub write_p999_us: u64,
+    pub write_max_us: u64,
+    pub cow: CowFigures,
+    /// Fraction of one core the CoW sampling used.
+    pub cow_sampling_duty: f64,
+}
+
+impl SnapshotReport {
+    fn from_write(r: &WriteReport, path: &Path) -> Self {
+        SnapshotReport {
+            path: path.to_path_buf(),
+            keys_per_db: r.summary.keys_per_db.clone(),
+            skipped_unsupported: r.summary.skipped_unsupported,
+            skipped_empty: r.summary.skipped_empty,
+            raw_bytes: r.summary.bytes,
+            bytes_written: r.bytes_written,
+            crc: r.summary.crc,
+            backend: Some(r.backend),
+            backend_reason: r.backend_reason.clone(),
+            submit_calls: r.stats.submit_calls,
+            sqes: r.stats.sqes,
+            fixed_buffers: r.stats.fixed_buffers,
+            write_p50_us: r.stats.p50_us,
+            write_p99_us: r.stats.p99_us,
+            write_p999_us: r.stats.p999_us,
+            write_max_us: r.stats.max_us,
+            ..Default::default()
+        }
+    }
+
+    pub fn keys(&self) -> u64 {
+        self.keys_per_db.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn sqes_per_submit(&self) -> f64 {
+        if self.submit_calls == 0 {
+            0.0
+        } else {
+            self.sqes as f64 / self.submit_calls as f64
+        }
+    }
+}
+
+/// A snapshot being written by a child process.
+#[derive(Debug)]
+pub struct RunningSnapshot {
+    pid: i32,
+    rd: i32,
+    tmp: PathBuf,
+    target: PathBuf,
+    started: Instant,
+    fork_us: u64,
+    budget: Option<u64>,
+    sampler: CowSampler,
+    pending: Vec<u8>,
+    progress: Progress,
+    fin: Option<SnapshotReport>,
+    child_error: Option<Error>,
+    keys_per_db: Vec<(u32, u64)>,
+    backend_reason: String,
+    done: bool,
+}
+
+/// Whether a snapshot child is running in this process (a server defers CoW-heavy work,
+/// such as rehashing or defragmentation, while it is).
+pub fn snapshot_running() -> bool {
+    ACTIVE.load(Ordering::Acquire)
+}
+
+impl RunningSnapshot {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    pub fn cow(&self) -> CowFigures {
+        self.sampler.figures()
+    }
+
+    /// The temp file the child writes.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    fn drain_pipe(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reading into a stack buffer from our pipe fd.
+            let n = unsafe { libc::read(self.rd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            self.pending.extend_from_slice(&buf[..n as usize]);
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        report::parse(&mut pending, |tag, body| self.on_message(tag, body));
+        self.pending = pending;
+    }
+
+    fn on_message(&mut self, tag: u32, body: &[u8]) {
+        let mut f = Fields(body);
+        match tag {
+            report::PROGRESS => {
+                self.progress = Progress {
+                    keys: f.u64(),
+                    raw_bytes: f.u64(),
+                    bytes_written: f.u64(),
+                };
+            }
+            report::DB_KEYS => {
+                let db = f.u64() as u32;
+                self.keys_per_db.push((db, f.u64()));
+            }
+            report::BACKEND_REASON => self.backend_reason = f.str(),
+            report::FINAL => {
+                let mut r = SnapshotReport {
+                    path: self.target.clone(),
+                    keys_per_db: std::mem::take(&mut self.keys_per_db),
+                    skipped_unsupported: f.u64(),
+                    skipped_empty: f.u64(),
+                    raw_bytes: f.u64(),
+                    bytes_written: f.u64(),
+                    crc: f.u64(),
+                    fork_us: self.fork_us,
+                    backend_reason: std::mem::take(&mut self.backend_reason),
+                    ..Default::default()
+                };
+                r.backend = Some(if f.u64() == 1 {
+                    BackendKind::Uring
+                } else {
+                    BackendKind::Pwrite
+                });
+                r.submit_calls = f.u64();
+                r.sqes = f.u64();
+                r.write_p50_us = f.u64();
+                r.write_p99_us = f.u64();
+                r.write_p999_us = f.u64();
+                r.write_max_us = f.u64();
+                r.fixed_buffers = f.u64() == 1;
+                r.child_wall = Duration::from_micros(f.u64());
+                let keys = f.u64();
+                self.progress = Progress {
+                    keys,
+                    raw_bytes: r.raw_bytes,
+                    bytes_written: r.bytes_written,
+                };
+                self.fin = Some(r);
+            }
+            report::IO_ERROR => {
+                let errno = f.u64() as i32;
+                let op = f.str();
+                let path = PathBuf::from(f.str());
+                let op: &'static str = Step::from_name(&op).map_or("write", Step::name);
+                self.child_error = Some(Error::Io {
+                    op,
+                    path,
+                    source: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            report::OTHER_ERROR => self.child_error = Some(Error::Child { status: f.str() }),
+            _ => {}
+        }
+    }
+
+    /// Kills and reaps the child and removes its temp file.
+    fn kill_and_clean(&mut self) {
+        if self.done {
+            return;
+        }
+        // SAFETY: signalling and reaping our own child.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(self.pid, &mut st, 0);
+        }
+        let _ = std::fs::remove_file(&self.tmp);
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            // SAFETY: closing our read end.
+            unsafe { libc::close(self.rd) };
+            ACTIVE.store(false, Ordering::Release);
+        }
+    }
+
+    /// Non-blocking: reads reports, samples CoW, enforces the budget, reaps the child if it
+    /// exited. `Ok(Some(report))` once the snapshot is complete and in place.
+    pub fn poll(&mut self) -> Result<Option<SnapshotReport>> {
+        if self.done {
+            return Err(Error::Child {
+                status: "already finished".into(),
+            });
+        }
+        self.drain_pipe();
+        let cow = self.sampler.tick();
+        if let Some(budget) = self.budget {
+            if cow.current_bytes > budget {
+                self.kill_and_clean();
+                return Err(Error::CowLimitExceeded {
+                    budget,
+                    observed: cow.current_bytes,
+                });
+            }
+        }
+        let mut st = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: non-blocking reap of our own child.
+        let r = unsafe { libc::wait4(self.pid, &mut st, libc::WNOHANG, &mut ru) };
+        if r == 0 {
+            return Ok(None);
+        }
+        self.drain_pipe();
+        let wall = self.started.elapsed();
+        self.finish();
+        let ok = r == self.pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+        if ok {
+            if let Some(mut rep) = self.fin.take() {
+                rep.wall = wall;
+                rep.child_cpu = Duration::from_micros(
+                    (ru.ru_utime.tv_sec as u64 + ru.ru_stime.tv_sec as u64) * 1_000_000
+                        + ru.ru_utime.tv_usec as u64
+                        + ru.ru_stime.tv_usec as u64,
+                );
+                rep.cow = self.sampler.figures();
+                rep.cow_sampling_duty = self.sampler.duty_used();
+                return Ok(Some(rep));
+            }
+        }
+        let _ = std::fs::remove_file(&self.tmp);
+        Err(self.child_error.take().unwrap_or_else(|| Error::Child {
+            status: if libc::WIFSIGNALED(st) {
+                format!("killed by signal {}", libc::WTERMSIG(st))
+            } else {
+                format!("exited with status {}", libc::WEXITSTATUS(st))
+            },
+        }))
+    }
+
+    /// Blocks until the snapshot completes or fails.
+    pub fn wait(mut self) -> Result<SnapshotReport> {
+        loop {
+            if let Some(r) = self.poll()? {
+                return Ok(r);
+            }
+            let until_sample = self
+                .sampler
+                .next_due()
+                .saturating_duration_since(Instant::now());
+            let timeout = until_sample.clamp(Duration::from_millis(1), Duration::from_millis(50));
+            let mut p = libc::pollfd {
+                fd: self.rd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one valid pollfd; wakes on a report or on the child's exit
+            // (the pipe's write end closes).
+            unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
+            if p.revents & libc::POLLHUP != 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Kills the child, reaps it and removes its temp file; the target is untouched.
+    pub fn abort(mut self) -> Result<()> {
+        self.kill_and_clean();
+        Ok(())
+    }
+}
+
+impl Drop for RunningSnapshot {
+    fn drop(&mut self) {
+        self.kill_and_clean();
+    }
+}

@@ -1,0 +1,149 @@
+//! Copy-on-write pressure, seen from the parent.
+//!
+//! The accurate figure is the child's `Private_Dirty` in `/proc/<pid>/smaps_rollup` (a
+//! page the parent rewrote after fork stays only in the child), but reading it walks the
+//! page tables (~40 ms per 2 GiB). So it is sampled under a duty cycle: after a read that
+//! took `t`, the next read waits `t / duty`. Between reads, the parent's minor-fault count
+//! (`getrusage`), which rises by one per page copied, extrapolates the last sample.
+//!
+//! **Invariant**: sampling never takes more than `duty` of one core on average.
+
+use std::time::{Duration, Instant};
+
+/// How often the CoW figure is measured.
+#[derive(Clone, Copy, Debug)]
+pub struct CowSampling {
+    /// Fraction of one core the smaps reads may use (default 0.01 = 1%).
+    pub duty: f64,
+    /// Never read more often than this.
+    pub min_interval: Duration,
+}
+
+impl Default for CowSampling {
+    fn default() -> Self {
+        CowSampling {
+            duty: 0.01,
+            min_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Current CoW figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CowFigures {
+    /// Latest estimate of bytes copied since fork (sample + extrapolation).
+    pub current_bytes: u64,
+    pub peak_bytes: u64,
+    /// Bytes per second between the last two samples.
+    pub rate_bytes_per_s: f64,
+    /// Last measured (not extrapolated) value.
+    pub sampled_bytes: u64,
+    pub samples: u64,
+    /// Time spent reading smaps.
+    pub sampling_cost: Duration,
+}
+
+#[derive(Debug)]
+pub struct CowSampler {
+    pid: i32,
+    policy: CowSampling,
+    started: Instant,
+    next_due: Instant,
+    last_sample_at: Instant,
+    base_faults: u64,
+    faults_at_sample: u64,
+    figures: CowFigures,
+}
+
+fn minor_faults() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass; no other effects.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_minflt as u64
+    }
+}
+
+/// `Private_Dirty` of a process in bytes, from `/proc/<pid>/smaps_rollup`.
+pub fn private_dirty(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("Private_Dirty:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+impl CowSampler {
+    pub fn new(pid: i32, policy: CowSampling) -> Self {
+        let now = Instant::now();
+        let f = minor_faults();
+        CowSampler {
+            pid,
+            policy,
+            started: now,
+            next_due: now,
+            last_sample_at: now,
+            base_faults: f,
+            faults_at_sample: f,
+            figures: CowFigures::default(),
+        }
+    }
+
+    /// Updates the figures: a real sample if one is due, else an extrapolation.
+    pub fn tick(&mut self) -> CowFigures {
+        let now = Instant::now();
+        let faults = minor_faults();
+        if now >= self.next_due {
+            let t = Instant::now();
+            if let Some(v) = private_dirty(self.pid) {
+                let cost = t.elapsed();
+                let dt = now.duration_since(self.last_sample_at).as_secs_f64();
+                if self.figures.samples > 0 && dt > 0.0 {
+                    self.figures.rate_bytes_per_s =
+                        v.saturating_sub(self.figures.sampled_bytes) as f64 / dt;
+                }
+                self.figures.sampled_bytes = v;
+                self.figures.current_bytes = v;
+                self.figures.samples += 1;
+                self.figures.sampling_cost += cost;
+                self.last_sample_at = now;
+                self.faults_at_sample = faults;
+                let wait = cost
+                    .div_f64(self.policy.duty.clamp(1e-4, 1.0))
+                    .max(self.policy.min_interval);
+                self.next_due = Instant::now() + wait;
+            }
+        } else {
+            // Each parent minor fault since the sample is at most one 4 KiB page copied.
+            let pages = faults.saturating_sub(self.faults_at_sample);
+            self.figures.current_bytes = self.figures.sampled_bytes + pages * 4096;
+        }
+        self.figures.peak_bytes = self.figures.peak_bytes.max(self.figures.current_bytes);
+        self.figures
+    }
+
+    pub fn figures(&self) -> CowFigures {
+        self.figures
+    }
+
+    /// When the next real sample is due.
+    pub fn next_due(&self) -> Instant {
+        self.next_due
+    }
+
+    /// Parent minor faults since the sampler started.
+    pub fn parent_faults(&self) -> u64 {
+        minor_faults().saturating_sub(self.base_faults)
+    }
+
+    /// Fraction of wall time spent reading smaps so far.
+    pub fn duty_used(&self) -> f64 {
+        let wall = self.started.elapsed().as_secs_f64();
+        if wall > 0.0 {
+            self.figures.sampling_cost.as_secs_f64() / wall
+        } else {
+            0.0
+        }
+    }
+}

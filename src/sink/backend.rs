@@ -1,0 +1,422 @@
+//! Write backends: io_uring (batched submissions, buffers in flight) and pwrite (the
+//! fallback, and the reference the io_uring path must match byte for byte).
+//!
+//! **Invariant** (owned here for the whole crate): a buffer handed to the kernel stays
+//! owned by the backend until its completion is reaped; only then is it returned to the
+//! caller or dropped. Dropping a backend waits for every write in flight.
+
+use super::io::{errno, Io, WriteGate};
+use crate::buf::ChunkBuf;
+use crate::error::{Error, Result};
+use hdrhistogram::Histogram;
+use io_uring::{opcode, types, IoUring};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+/// Which backend writes, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Pick io_uring, fall back to pwrite if it cannot be set up.
+    Auto,
+    Uring,
+    Pwrite,
+}
+
+/// Counters a backend keeps.
+#[derive(Clone, Debug, Default)]
+pub struct BackendStats {
+    pub submit_calls: u64,
+    pub sqes: u64,
+    pub fixed_buffers: bool,
+    /// Write-completion latency, µs (submit to reap).
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+pub(crate) trait Backend {
+    /// Writes all of `buf` at `offset` (now or later); returns an empty buffer to fill.
+    fn write(&mut self, io: &mut Io, buf: ChunkBuf, offset: u64) -> Result<ChunkBuf>;
+    /// Bytes from offset 0 that are known written (all writes below completed).
+    fn written_frontier(&self) -> u64;
+    /// Waits until every write has completed.
+    fn drain(&mut self, io: &mut Io) -> Result<()>;
+    fn stats(&self) -> BackendStats;
+}
+
+fn latency_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
+}
+
+fn stats_from(h: &Histogram<u64>, submit_calls: u64, sqes: u64, fixed: bool) -> BackendStats {
+    BackendStats {
+        submit_calls,
+        sqes,
+        fixed_buffers: fixed,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
+}
+
+/// pwrite: synchronous, loops over short writes.
+pub(crate) struct Pwrite {
+    fd: OwnedFd,
+    frontier: u64,
+    hist: Histogram<u64>,
+    calls: u64,
+}
+
+impl Pwrite {
+    pub fn new(fd: OwnedFd) -> Self {
+        Pwrite {
+            fd,
+            frontier: 0,
+            hist: latency_hist(),
+            calls: 0,
+        }
+    }
+}
+
+impl Backend for Pwrite {
+    fn write(&mut self, io: &mut Io, mut buf: ChunkBuf, offset: u64) -> Result<ChunkBuf> {
+        let data = buf.as_slice();
+        let mut done = 0usize;
+        while done < data.len() {
+            let want = match io.write_gate()? {
+                WriteGate::Short => ((data.len() - done) / 2).max(1),
+                WriteGate::Full => data.len() - done,
+            };
+            let t = Instant::now();
+            // SAFETY: `data[done..done + want]` lies within `buf`, which outlives the call.
+            let n = unsafe {
+                libc::pwrite(
+                    self.fd.as_raw_fd(),
+                    data.as_ptr().add(done).cast(),
+                    want,
+                    (offset + done as u64) as i64,
+                )
+            };
+            self.calls += 1;
+            let _ = self.hist.record(t.elapsed().as_micros() as u64);
+            if n < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(io.write_error(e));
+            }
+            if n == 0 {
+                return Err(io.write_error(libc::ENOSPC));
+            }
+            done += n as usize;
+        }
+        self.frontier = offset + data.len() as u64;
+        buf.clear();
+        Ok(buf)
+    }
+
+    fn written_frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    fn drain(&mut self, _io: &mut Io) -> Result<()> {
+        Ok(())
+    }
+
+    fn stats(&self) -> BackendStats {
+        stats_from(&self.hist, self.calls, self.calls, false)
+    }
+}
+
+struct Slot {
+    buf: Option<ChunkBuf>,
+    offset: u64,
+    len: usize,
+    done: usize,
+    submitted_at: Instant,
+    /// Index in the registered-buffer table, if the buffer is registered.
+    fixed: Option<u16>,
+    /// A short write left bytes to write.
+    resubmit: bool,
+}
+
+/// io_uring: the child's own ring; writes at explicit offsets, several in flight,
+/// submitted in batches of `batch` SQEs per `io_uring_enter`.
+pub(crate) struct Uring {
+    ring: IoUring,
+    fd: OwnedFd,
+    slots: Vec<Slot>,
+    free: Vec<ChunkBuf>,
+    /// Addresses of registered buffers; position = registration index.
+    registered: Vec<usize>,
+    pending: usize,
+    batch: usize,
+    in_flight: usize,
+    issued_end: u64,
+    hist: Histogram<u64>,
+    submit_calls: u64,
+    sqes: u64,
+}
+
+impl Uring {
+    /// Builds a ring of `depth` entries with `pool` as its free buffers. If `register`,
+    /// registers `pool` and `others` (buffers the caller fills) as fixed buffers when the
+    /// kernel and RLIMIT_MEMLOCK allow. All are the caller's own memory, never the
+    /// parent's heap pages.
+    pub fn new(
+        fd: OwnedFd,
+        depth: u32,
+        batch: usize,
+        pool: Vec<ChunkBuf>,
+        others: &[&ChunkBuf],
+        register: bool,
+    ) -> std::io::Result<Self> {
+        let ring = IoUring::builder().build(depth.max(2).next_power_of_two())?;
+        let mut registered = Vec::new();
+        if register {
+            let all: Vec<&ChunkBuf> = pool.iter().chain(others.iter().copied()).collect();
+            let iov: Vec<libc::iovec> = all
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut _,
+                    iov_len: b.capacity(),
+                })
+                .collect();
+            // SAFETY: every iovec points at a live ChunkBuf allocation. Registration pins
+            // those pages in the kernel until the ring is dropped, so even a buffer freed
+            // earlier cannot be reused under the kernel's feet; writes from it only happen
+            // while the backend owns it (see the module invariant).
+            if unsafe { ring.submitter().register_buffers(&iov) }.is_ok() {
+                registered = all.iter().map(|b| b.as_ptr() as usize).collect();
+            }
+        }
+        Ok(Uring {
+            ring,
+            fd,
+            slots: Vec::new(),
+            free: pool,
+            registered,
+            pending: 0,
+            batch: batch.max(1),
+            in_flight: 0,
+            issued_end: 0,
+            hist: latency_hist(),
+            submit_calls: 0,
+            sqes: 0,
+        })
+    }
+
+    fn push(&mut self, io: &mut Io, slot: usize) -> Result<()> {
+        let s = &self.slots[slot];
+        let buf = s.buf.as_ref().expect("slot in flight holds its buffer");
+        let mut len = s.len - s.done;
+        if let WriteGate::Short = io.write_gate()? {
+            len = (len / 2).max(1);
+        }
+        // SAFETY: `done < len <= capacity`, so the pointer is inside the buffer, which
+        // stays in `self.slots[slot]` until this operation's completion is reaped.
+        let ptr = unsafe { buf.as_ptr().add(s.done) };
+        let fd = types::Fd(self.fd.as_raw_fd());
+        let off = s.offset + s.done as u64;
+        let e = match s.fixed {
+            Some(idx) => opcode::WriteFixed::new(fd, ptr, len as u32, idx)
+                .offset(off)
+                .build(),
+            None => opcode::Write::new(fd, ptr, len as u32).offset(off).build(),
+        }
+        .user_data(slot as u64);
+        // SAFETY: the entry's buffer outlives the operation (see above).
+        while unsafe { self.ring.submission().push(&e) }.is_err() {
+            self.submit()?;
+        }
+        self.pending += 1;
+        if self.pending >= self.batch {
+            self.submit()?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self) -> Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        loop {
+            match self.ring.submit() {
+                Ok(n) => {
+                    self.submit_calls += 1;
+                    self.sqes += n as u64;
+                    self.pending -= n.min(self.pending);
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
+                    self.reap(true)?
+                }
+                Err(e) => return Err(Error::io("io_uring_enter", std::path::PathBuf::new(), e)),
+            }
+        }
+    }
+
+    /// Reaps completions (waiting for one if `wait`). Short writes keep their slot (the
+    /// caller resubmits the rest); errors are returned once their buffer is back.
+    fn reap(&mut self, wait: bool) -> Result<()> {
+        if wait && self.in_flight > 0 {
+            self.submit_calls += 1;
+            match self.ring.submit_and_wait(1) {
+                Ok(n) => {
+                    self.sqes += n as u64;
+                    self.pending -= n.min(self.pending);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(Error::io("io_uring_enter", std::path::PathBuf::new(), e)),
+            }
+        }
+        let mut first_err = None;
+        let cq: Vec<(usize, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data() as usize, c.result()))
+            .collect();
+        for (slot, res) in cq {
+            let s = &mut self.slots[slot];
+            if res <= 0 {
+                first_err.get_or_insert(if res == 0 { libc::ENOSPC } else { -res });
+            } else {
+                s.done += res as usize;
+                if s.done < s.len {
+                    s.resubmit = true;
+                    continue;
+                }
+                let _ = self
+                    .hist
+                    .record(s.submitted_at.elapsed().as_micros() as u64);
+            }
+            let mut b = s.buf.take().expect("completed slot holds its buffer");
+            b.clear();
+            self.free.push(b);
+            self.in_flight -= 1;
+        }
+        match first_err {
+            Some(e) => Err(Error::Io {
+                op: "write",
+                path: std::path::PathBuf::new(),
+                source: std::io::Error::from_raw_os_error(e),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn resubmit_short(&mut self, io: &mut Io) -> Result<()> {
+        for i in 0..self.slots.len() {
+            if std::mem::take(&mut self.slots[i].resubmit) {
+                self.push(io, i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn retarget(e: Error, io: &Io) -> Error {
+        match e {
+            Error::Io { op, source, .. } => Error::Io {
+                op,
+                path: io.tmp.clone(),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    fn write_inner(&mut self, io: &mut Io, buf: ChunkBuf, offset: u64) -> Result<ChunkBuf> {
+        let fixed = self
+            .registered
+            .iter()
+            .position(|&p| p == buf.as_ptr() as usize)
+            .map(|i| i as u16);
+        let len = buf.len();
+        let slot = Slot {
+            buf: Some(buf),
+            offset,
+            len,
+            done: 0,
+            submitted_at: Instant::now(),
+            fixed,
+            resubmit: false,
+        };
+        let i = match self.slots.iter().position(|s| s.buf.is_none()) {
+            Some(i) => {
+                self.slots[i] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        self.in_flight += 1;
+        self.issued_end = self.issued_end.max(offset + len as u64);
+        self.push(io, i)?;
+        // Hand back a free buffer: reap what is done without waiting while we have one.
+        self.reap(false)?;
+        self.resubmit_short(io)?;
+        while self.free.is_empty() {
+            self.submit()?;
+            self.reap(true)?;
+            self.resubmit_short(io)?;
+        }
+        Ok(self.free.pop().expect("a free buffer after reaping"))
+    }
+
+    fn drain_inner(&mut self, io: &mut Io) -> Result<()> {
+        while self.in_flight > 0 {
+            self.submit()?;
+            self.reap(true)?;
+            self.resubmit_short(io)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Uring {
+    fn write(&mut self, io: &mut Io, buf: ChunkBuf, offset: u64) -> Result<ChunkBuf> {
+        self.write_inner(io, buf, offset)
+            .map_err(|e| Self::retarget(e, io))
+    }
+
+    fn written_frontier(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.buf.is_some())
+            .map(|s| s.offset)
+            .min()
+            .unwrap_or(self.issued_end)
+    }
+
+    fn drain(&mut self, io: &mut Io) -> Result<()> {
+        self.drain_inner(io).map_err(|e| Self::retarget(e, io))
+    }
+
+    fn stats(&self) -> BackendStats {
+        stats_from(
+            &self.hist,
+            self.submit_calls,
+            self.sqes,
+            !self.registered.is_empty(),
+        )
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Never free a buffer the kernel may still be writing from.
+        while self.in_flight > 0 {
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            let n = self.ring.completion().count();
+            self.in_flight -= n.min(self.in_flight);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The one I/O interface: every file operation of a snapshot goes through [`Io`], which
+//! consults a [`Faults`] plan first so tests can make any step fail.
+//!
+//! **Invariants**: every error carries the step's name and the path; a step that the plan
+//! fails has no effect on disk.
+
+use crate::error::{Error, Result};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The I/O steps of a snapshot, as named in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Write,
+    RangeSync,
+    Fsync,
+    Truncate,
+    Rename,
+    DirSync,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Write => "write",
+            Step::RangeSync => "sync_file_range",
+            Step::Fsync => "fsync",
+            Step::Truncate => "truncate",
+            Step::Rename => "rename",
+            Step::DirSync => "fsync directory",
+        }
+    }
+
+    const ALL: [Step; 7] = [
+        Step::Create,
+        Step::Write,
+        Step::RangeSync,
+        Step::Fsync,
+        Step::Truncate,
+        Step::Rename,
+        Step::DirSync,
+    ];
+
+    fn index(self) -> usize {
+        Step::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
+    pub fn from_name(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Fail(i32),
+    Short,
+}
+
+/// A fault plan (for tests): fail the `nth` (1-based) occurrence of a step with an errno,
+/// or make the `nth` write short. Empty by default.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    rules: Vec<(Step, u64, Action)>,
+    /// RLIMIT_FSIZE applied in the writing process (with SIGXFSZ ignored), so writes past
+    /// it fail with EFBIG as a full quota or a size-limited file system would.
+    pub fsize_limit: Option<u64>,
+}
+
+impl Faults {
+    pub fn fail(mut self, step: Step, nth: u64, errno: i32) -> Self {
+        self.rules.push((step, nth, Action::Fail(errno)));
+        self
+    }
+
+    pub fn short_write(mut self, nth: u64) -> Self {
+        self.rules.push((Step::Write, nth, Action::Short));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.fsize_limit.is_none()
+    }
+}
+
+/// File operations on one snapshot's temp file, counted against a fault plan.
+#[derive(Debug)]
+pub struct Io {
+    faults: Faults,
+    counts: [u64; 7],
+    pub tmp: PathBuf,
+    pub target: PathBuf,
+}
+
+/// What a write may do, as decided by the fault plan.
+pub(crate) enum WriteGate {
+    Full,
+    Short,
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_else(|_| CString::new("?").expect("no NUL"))
+}
+
+impl Io {
+    pub fn new(tmp: PathBuf, target: PathBuf, faults: Faults) -> Io {
+        Io {
+            faults,
+            counts: [0; 7],
+            tmp,
+            target,
+        }
+    }
+
+    fn err(&self, step: Step, errno: i32) -> Error {
+        let path = if step == Step::Rename || step == Step::DirSync {
+            &self.target
+        } else {
+            &self.tmp
+        };
+        Error::io(step.name(), path, std::io::Error::from_raw_os_error(errno))
+    }
+
+    fn gate(&mut self, step: Step) -> Result<Option<Action>> {
+        let i = step.index();
+        self.counts[i] += 1;
+        let n = self.counts[i];
+        match self
+            .faults
+            .rules
+            .iter()
+            .find(|(s, nth, _)| *s == step && *nth == n)
+        {
+            Some((_, _, Action::Fail(errno))) => Err(self.err(step, *errno)),
+            Some((_, _, a)) => Ok(Some(*a)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies the plan's RLIMIT_FSIZE to this process (call in the writing process).
+    pub fn apply_limits(&self) {
+        if let Some(limit) = self.faults.fsize_limit {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: plain syscalls on this process with valid arguments.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                libc::setrlimit(libc::RLIMIT_FSIZE, &r);
+            }
+        }
+    }
+
+    pub fn create(&mut self, direct: bool) -> Result<OwnedFd> {
+        self.gate(Step::Create)?;
+        let c = cpath(&self.tmp);
+        let flags = libc::O_WRONLY
+            | libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_CLOEXEC
+            | if direct { libc::O_DIRECT } else { 0 };
+        // SAFETY: `c` is a valid NUL-terminated path; open has no other preconditions.
+        let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
+        if fd < 0 {
+            return Err(self.err(Step::Create, errno()));
+        }
+        // SAFETY: `fd` was just returned by open and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Decides how the next write goes (fail, short or full).
+    pub(crate) fn write_gate(&mut self) -> Result<WriteGate> {
+        Ok(match self.gate(Step::Write)? {
+            Some(Action::Short) => WriteGate::Short,
+            _ => WriteGate::Full,
+        })
+    }
+
+    pub fn write_error(&self, errno: i32) -> Error {
+        self.err(Step::Write, errno)
+    }
+
+    /// Starts writeback of `[from, to)` and waits for the writeback of `[prev, from)`, as
+    /// Redis paces its BGSAVE so that the final fsync does not stall.
+    pub fn range_sync(&mut self, fd: &OwnedFd, prev: u64, from: u64, to: u64) -> Result<()> {
+        self.gate(Step::RangeSync)?;
+        // SAFETY: sync_file_range on an open fd with in-range offsets; no memory is passed.
+        let r = unsafe {
+            let a = libc::sync_file_range(
+                fd.as_raw_fd(),
+                from as i64,
+                (to - from) as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+            if a == 0 && from > prev {
+                libc::sync_file_range(
+                    fd.as_raw_fd(),
+                    prev as i64,
+                    (from - prev) as i64,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                )
+            } else {
+                a
+            }
+        };
+        if r != 0 {
+            return Err(self.err(Step::RangeSync, errno()));
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&mut self, fd: &OwnedFd) -> Result<()> {
+        self.gate(Step::Fsync)?;
+        // SAFETY: fsync on an open fd.
+        if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
+            return Err(self.err(Step::Fsync, errno()));
+        }
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, fd: &OwnedFd, len: u64) -> Result<()> {
+        self.gate(Step::Truncate)?;
+        // SAFETY: ftruncate on an open fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as i64) } != 0 {
+            return Err(self.err(Step::Truncate, errno()));
+        }
+        Ok(())
+    }
+
+    /// Renames the temp file over the target, then fsyncs the directory.
+    pub fn commit(&mut self) -> Result<()> {
+        self.gate(Step::Rename)?;
+        std::fs::rename(&self.tmp, &self.target)
+            .map_err(|e| Error::io("rename", &self.target, e))?;
+        self.gate(Step::DirSync)?;
+        let dir = match self.target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", &dir, e))
+    }
+
+    pub fn remove_tmp(&self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+pub(crate) fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
