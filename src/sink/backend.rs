@@ -154,7 +154,10 @@ pub(crate) struct Uring {
     registered: Vec<usize>,
     pending: usize,
     batch: usize,
+    /// Slots holding a buffer (being written, or waiting to be resubmitted).
     in_flight: usize,
+    /// SQEs pushed whose CQE has not been reaped: the kernel may still use their buffers.
+    outstanding: usize,
     issued_end: u64,
     hist: Histogram<u64>,
     submit_calls: u64,
@@ -202,6 +205,7 @@ impl Uring {
             pending: 0,
             batch: batch.max(1),
             in_flight: 0,
+            outstanding: 0,
             issued_end: 0,
             hist: latency_hist(),
             submit_calls: 0,
@@ -210,10 +214,22 @@ impl Uring {
     }
 
     fn push(&mut self, io: &mut Io, slot: usize) -> Result<()> {
+        let gate = match io.write_gate() {
+            Ok(g) => g,
+            Err(e) => {
+                // Nothing was pushed for this slot: its buffer is ours again.
+                if let Some(mut b) = self.slots[slot].buf.take() {
+                    b.clear();
+                    self.free.push(b);
+                    self.in_flight -= 1;
+                }
+                return Err(e);
+            }
+        };
         let s = &self.slots[slot];
         let buf = s.buf.as_ref().expect("slot in flight holds its buffer");
         let mut len = s.len - s.done;
-        if let WriteGate::Short = io.write_gate()? {
+        if let WriteGate::Short = gate {
             len = (len / 2).max(1);
         }
         // SAFETY: `done < len <= capacity`, so the pointer is inside the buffer, which
@@ -233,6 +249,7 @@ impl Uring {
             self.submit()?;
         }
         self.pending += 1;
+        self.outstanding += 1;
         if self.pending >= self.batch {
             self.submit()?;
         }
@@ -280,6 +297,7 @@ impl Uring {
             .completion()
             .map(|c| (c.user_data() as usize, c.result()))
             .collect();
+        self.outstanding -= cq.len().min(self.outstanding);
         for (slot, res) in cq {
             let s = &mut self.slots[slot];
             if res <= 0 {
@@ -410,13 +428,14 @@ impl Backend for Uring {
 
 impl Drop for Uring {
     fn drop(&mut self) {
-        // Never free a buffer the kernel may still be writing from.
-        while self.in_flight > 0 {
+        // Never free a buffer the kernel may still be writing from: wait for the CQE of
+        // every SQE pushed (submitting any still queued).
+        while self.outstanding > 0 {
             if self.ring.submit_and_wait(1).is_err() {
                 break;
             }
             let n = self.ring.completion().count();
-            self.in_flight -= n.min(self.in_flight);
+            self.outstanding -= n.min(self.outstanding);
         }
     }
 }

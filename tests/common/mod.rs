@@ -509,3 +509,10 @@ pub fn write_temp(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&p, data).unwrap();
     p
 }
+
+/// One snapshot at a time per process is forksnap's contract; `cargo test` runs a
+/// binary's tests as threads of one process, so tests that fork take this lock.
+pub fn fork_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

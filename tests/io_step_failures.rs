@@ -1,0 +1,188 @@
+//! Each I/O step failing in turn gives a typed error naming the step, and the target is
+//! untouched; short writes still produce identical bytes; EFBIG through RLIMIT_FSIZE.
+
+mod common;
+
+use common::datasets;
+use forksnap::{BackendKind, Error, Faults, Format, SnapshotOptions, Step};
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("dump.rdb");
+    std::fs::write(&target, b"previous snapshot").unwrap();
+    (dir, target, b"previous snapshot".to_vec())
+}
+
+fn no_temp(dir: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("temp-"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+}
+
+#[test]
+fn every_step_failure_is_named_and_harmless() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(200_000, 100);
+    let cases = [
+        (Step::Create, 1, libc::EACCES, "create"),
+        (Step::Write, 1, libc::ENOSPC, "write"),
+        (Step::Write, 5, libc::EIO, "write"),
+        (Step::RangeSync, 1, libc::EIO, "sync_file_range"),
+        (Step::Fsync, 1, libc::EIO, "fsync"),
+        (Step::Rename, 1, libc::EXDEV, "rename"),
+    ];
+    for backend in [BackendKind::Uring, BackendKind::Pwrite] {
+        for fork in [true, false] {
+            for (step, nth, errno, name) in cases {
+                let (dir, target, before) = setup();
+                let opts = SnapshotOptions::new(&target)
+                    .lzf(false)
+                    .chunk_size(256 << 10)
+                    .pacing_bytes(1 << 20)
+                    .backend(backend)
+                    .faults(Faults::default().fail(step, nth, errno));
+                let r = if fork {
+                    opts.start(&ks).and_then(|r| r.wait())
+                } else {
+                    opts.save(&ks)
+                };
+                match r {
+                    Err(Error::Io { op, source, .. }) => {
+                        assert_eq!(op, name, "{backend:?} fork {fork}");
+                        assert_eq!(source.raw_os_error(), Some(errno), "{backend:?} {name}");
+                    }
+                    other => panic!(
+                        "{backend:?} fork {fork} {name}: expected an I/O error, got {other:?}"
+                    ),
+                }
+                assert_eq!(
+                    std::fs::read(&target).unwrap(),
+                    before,
+                    "{backend:?} {name}: target changed"
+                );
+                no_temp(dir.path());
+            }
+        }
+    }
+}
+
+#[test]
+fn truncate_failure_with_direct_io() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(10_000, 100);
+    let (dir, target, before) = setup();
+    let r = SnapshotOptions::new(&target)
+        .direct(true)
+        .faults(Faults::default().fail(Step::Truncate, 1, libc::EIO))
+        .start(&ks)
+        .unwrap()
+        .wait();
+    assert!(matches!(r, Err(Error::Io { op: "truncate", .. })), "{r:?}");
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    no_temp(dir.path());
+}
+
+/// A failing directory fsync is reported; the rename already happened, so the target is
+/// the new, complete snapshot (never a partial one).
+#[test]
+fn directory_fsync_failure_is_reported() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(10_000, 100);
+    let (dir, target, _) = setup();
+    let r = SnapshotOptions::new(&target)
+        .faults(Faults::default().fail(Step::DirSync, 1, libc::EIO))
+        .start(&ks)
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(
+            r,
+            Err(Error::Io {
+                op: "fsync directory",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let (loaded, _) =
+        forksnap::rdb::load(&std::fs::read(&target).unwrap(), &Default::default()).unwrap();
+    assert_eq!(loaded.len(), 10_000);
+    no_temp(dir.path());
+}
+
+#[test]
+fn file_size_limit_gives_efbig() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(100_000, 100);
+    for backend in [BackendKind::Uring, BackendKind::Pwrite] {
+        let (dir, target, before) = setup();
+        let mut f = Faults::default();
+        f.fsize_limit = Some(3 << 20);
+        let r = SnapshotOptions::new(&target)
+            .lzf(false)
+            .backend(backend)
+            .faults(f)
+            .start(&ks)
+            .unwrap()
+            .wait();
+        match r {
+            Err(Error::Io {
+                op: "write",
+                source,
+                ..
+            }) => assert_eq!(source.raw_os_error(), Some(libc::EFBIG), "{backend:?}"),
+            other => panic!("{backend:?}: expected EFBIG, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), before);
+        no_temp(dir.path());
+    }
+}
+
+#[test]
+fn short_writes_still_write_every_byte() {
+    let _serial = common::fork_lock();
+    let ks = datasets::edge_cases(true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for (i, (backend, format)) in [
+        (BackendKind::Pwrite, Format::Rdb),
+        (BackendKind::Uring, Format::Rdb),
+        (BackendKind::Uring, Format::Lz4),
+        (BackendKind::Pwrite, Format::Lz4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut row = Vec::new();
+        for faults in [
+            Faults::default(),
+            Faults::default()
+                .short_write(1)
+                .short_write(2)
+                .short_write(7),
+        ] {
+            let p = dir.path().join(format!("{i}-{}.rdb", row.len()));
+            let mut opts = SnapshotOptions::new(&p)
+                .format(format)
+                .backend(backend)
+                .chunk_size(64 << 10)
+                .faults(faults);
+            opts.encode.ctime = 1;
+            opts.start(&ks).unwrap().wait().unwrap();
+            row.push(std::fs::read(&p).unwrap());
+        }
+        assert!(
+            row[0] == row[1],
+            "{backend:?} {format:?}: short writes changed the file"
+        );
+        outputs.push(row.remove(0));
+    }
+    assert!(outputs[0] == outputs[1], "pwrite and io_uring differ");
+    assert!(
+        outputs[2] == outputs[3],
+        "framed pwrite and io_uring differ"
+    );
+}
