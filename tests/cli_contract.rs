@@ -115,6 +115,42 @@ fn inspect_reports_types_encodings_and_largest_keys() {
 }
 
 #[test]
+fn convert_through_fork_backends_and_direct_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = sample(dir.path());
+    let original = load(&std::fs::read(&p).unwrap(), &LoadOptions::default())
+        .unwrap()
+        .0;
+    for flags in [
+        &["--backend", "uring"][..],
+        &["--backend", "pwrite"],
+        &["--direct"],
+        &["--no-fork"],
+        &["--no-fork", "--backend", "pwrite", "--direct"],
+    ] {
+        let out = dir.path().join("out.rdb");
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"convert", &p, &out];
+        for f in flags {
+            args.push(f);
+        }
+        let o = forksnap(&args);
+        let (so, se) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{flags:?}: {so}{se}");
+        let want = if flags.contains(&"--no-fork") {
+            "in-process"
+        } else {
+            "forked child"
+        };
+        assert!(so.contains(want), "{flags:?}: {so}");
+        if flags.contains(&"pwrite") {
+            assert!(so.contains("forced"), "{so}");
+        }
+        let (ks, _) = load(&std::fs::read(&out).unwrap(), &LoadOptions::default()).unwrap();
+        common::assert_same_data(&original, &ks);
+    }
+}
+
+#[test]
 fn convert_writes_each_version_and_compression() {
     let dir = tempfile::tempdir().unwrap();
     let (p, _) = sample(dir.path());

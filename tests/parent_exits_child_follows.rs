@@ -21,7 +21,11 @@ fn helper_parent_that_dies() {
         .backend(BackendKind::Pwrite)
         .start(&ks)
         .unwrap();
-    println!("CHILD {}", running.pid());
+    // The parent test reads this line from our stdout.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("CHILD {}", running.pid());
+    }
     std::thread::sleep(Duration::from_millis(100));
     // Exit without running RunningSnapshot's Drop (which would kill the child itself).
     std::process::exit(0);

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use forksnap::rdb::reader::{load_with, KeyInfo};
 use forksnap::rdb::{load, types, EncodeOptions, LoadOptions};
-use forksnap::{save, Format, MemKeyspace, SaveOptions};
+use forksnap::{save, BackendKind, Format, MemKeyspace, SaveOptions, SnapshotOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,13 @@ enum Compression {
     None,
     Lzf,
     Lz4,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Auto,
+    Uring,
+    Pwrite,
 }
 
 #[derive(Subcommand)]
@@ -53,6 +60,15 @@ enum Cmd {
         /// Drop streams and module values instead of refusing the file.
         #[arg(long)]
         skip_unsupported: bool,
+        /// Write in this process instead of a forked child.
+        #[arg(long)]
+        no_fork: bool,
+        /// Write backend (auto: io_uring, falling back to pwrite).
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Open the output with O_DIRECT.
+        #[arg(long)]
+        direct: bool,
     },
     /// Snapshot a built-in DEBUG POPULATE-shaped dataset in each format and report timings.
     Bench {
@@ -102,7 +118,19 @@ fn run(cli: Cli) -> Result<(), String> {
             rdb_version,
             compression,
             skip_unsupported,
-        } => convert(&input, &output, rdb_version, compression, skip_unsupported),
+            no_fork,
+            backend,
+            direct,
+        } => convert(
+            &input,
+            &output,
+            rdb_version,
+            compression,
+            skip_unsupported,
+            !no_fork,
+            backend,
+            direct,
+        ),
         Cmd::Bench {
             keys,
             value_size,
@@ -277,12 +305,16 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn convert(
     input: &Path,
     output: &Path,
     version: u8,
     compression: Compression,
     skip: bool,
+    fork: bool,
+    backend: Backend,
+    direct: bool,
 ) -> Result<(), String> {
     let data = read(input)?;
     let (ks, report) = load(
@@ -293,25 +325,33 @@ fn convert(
     )
     .map_err(|e| format!("{}: {e}", input.display()))?;
     drop(data);
-    let opts = SaveOptions {
-        encode: EncodeOptions {
-            version,
-            lzf: matches!(compression, Compression::Lzf),
-            ..EncodeOptions::default()
-        },
-        format: if matches!(compression, Compression::Lz4) {
+    let opts = SnapshotOptions::new(output)
+        .rdb_version(version)
+        .format(if matches!(compression, Compression::Lz4) {
             Format::Lz4
         } else {
             Format::Rdb
-        },
-        ..SaveOptions::default()
-    };
-    let r = save(&ks, output, &opts).map_err(|e| e.to_string())?;
+        })
+        .lzf(matches!(compression, Compression::Lzf))
+        .direct(direct)
+        .backend(match backend {
+            Backend::Auto => BackendKind::Auto,
+            Backend::Uring => BackendKind::Uring,
+            Backend::Pwrite => BackendKind::Pwrite,
+        });
+    let r = if fork {
+        opts.start(&ks).and_then(|r| r.wait())
+    } else {
+        opts.save(&ks)
+    }
+    .map_err(|e| e.to_string())?;
     out(&format!(
-        "wrote {}: {} keys, {} bytes{}",
+        "wrote {}: {} keys, {} bytes, {} ({}){}",
         output.display(),
-        r.summary.keys(),
+        r.keys(),
         r.bytes_written,
+        if fork { "forked child" } else { "in-process" },
+        r.backend_reason,
         if report.values_skipped > 0 {
             format!(", dropped {} stream/module values", report.values_skipped)
         } else {
