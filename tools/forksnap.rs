@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use forksnap::rdb::reader::{load_with, KeyInfo};
-use forksnap::rdb::{load, types, EncodeOptions, LoadOptions};
-use forksnap::{save, BackendKind, Format, MemKeyspace, SaveOptions, SnapshotOptions};
+use forksnap::rdb::{load, types, LoadOptions};
+use forksnap::{BackendKind, Format, MemKeyspace, SnapshotOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,8 @@ enum Cmd {
         #[arg(long)]
         direct: bool,
     },
-    /// Snapshot a built-in DEBUG POPULATE-shaped dataset in each format and report timings.
+    /// Snapshot a built-in DEBUG POPULATE-shaped dataset through the fork pipeline in
+    /// each format and backend, and report what each cost.
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         keys: u64,
@@ -78,6 +79,15 @@ enum Cmd {
         value_size: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Overwrite values in the parent while the child writes (the CoW worst case).
+        #[arg(long)]
+        mutate: bool,
+        /// Also time O_DIRECT runs.
+        #[arg(long)]
+        direct: bool,
+        /// Directory for the snapshot files (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -135,7 +145,10 @@ fn run(cli: Cli) -> Result<(), String> {
             keys,
             value_size,
             runs,
-        } => bench(keys, value_size, runs),
+            mutate,
+            direct,
+            dir,
+        } => bench(keys, value_size, runs, mutate, direct, dir),
     }
 }
 
@@ -361,46 +374,113 @@ fn convert(
     Ok(())
 }
 
-fn bench(keys: u64, value_size: usize, runs: usize) -> Result<(), String> {
+struct Run {
+    wall: f64,
+    report: forksnap::SnapshotReport,
+    mutations: u64,
+}
+
+/// One forked snapshot; the parent overwrites values in place while it runs if `mutate`.
+fn one_run(ks: &mut MemKeyspace, opts: &SnapshotOptions, mutate: bool) -> Result<Run, String> {
+    let keys = ks.len() as u64;
+    let t = Instant::now();
+    let mut running = opts.start(ks).map_err(|e| e.to_string())?;
+    let mut mutations = 0u64;
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    let mut key = Vec::with_capacity(32);
+    let report = loop {
+        if mutate {
+            let db = ks.db_mut(0);
+            for _ in 0..1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                key.clear();
+                key.extend_from_slice(b"key:");
+                key.extend_from_slice((x % keys).to_string().as_bytes());
+                if let Some(forksnap::MemValue::Str(v)) = db.get_mut(&key) {
+                    v[v.len() - 1] ^= 1;
+                    mutations += 1;
+                }
+            }
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if let Some(r) = running.poll().map_err(|e| e.to_string())? {
+            break r;
+        }
+    };
+    Ok(Run {
+        wall: t.elapsed().as_secs_f64(),
+        report,
+        mutations,
+    })
+}
+
+fn bench(
+    keys: u64,
+    value_size: usize,
+    runs: usize,
+    mutate: bool,
+    direct: bool,
+    dir: Option<PathBuf>,
+) -> Result<(), String> {
     let t = Instant::now();
     let mut ks = MemKeyspace::new();
     ks.populate(keys, value_size);
     out(&format!(
-        "dataset: DEBUG POPULATE {keys} key {value_size} built in {:.2} s",
-        t.elapsed().as_secs_f64()
+        "dataset: DEBUG POPULATE {keys} key {value_size} built in {:.2} s; {} run(s) each, median shown{}",
+        t.elapsed().as_secs_f64(),
+        runs.max(1),
+        if mutate { "; parent overwrites random values during each snapshot" } else { "" }
     ));
-    let dir = tempfile_dir()?;
-    out("format    median_s   keys/s        RDB MB/s   file bytes     (in-process save, fsync included)");
+    let dir = match dir {
+        Some(d) => d,
+        None => tempfile_dir()?,
+    };
+    out("format   backend       wall_s  fork_us  child_cpu_s  RDB_MB/s   file_bytes  sqes/submit  write_p99_us  cow_peak_MiB  mutations/s");
+    let mut cases = Vec::new();
     for (name, format, lzf) in [
         ("rdb", Format::Rdb, false),
         ("rdb-lzf", Format::Rdb, true),
         ("lz4", Format::Lz4, false),
     ] {
-        let path = dir.join(format!("bench-{name}.rdb"));
-        let opts = SaveOptions {
-            encode: EncodeOptions {
-                lzf,
-                ..EncodeOptions::default()
-            },
-            format,
-            ..SaveOptions::default()
-        };
-        let mut times = Vec::new();
-        let mut last = None;
-        for _ in 0..runs.max(1) {
-            let t = Instant::now();
-            let r = save(&ks, &path, &opts).map_err(|e| e.to_string())?;
-            times.push(t.elapsed().as_secs_f64());
-            last = Some(r);
+        for (bname, backend, d) in [
+            ("uring", BackendKind::Uring, false),
+            ("pwrite", BackendKind::Pwrite, false),
+            ("uring+direct", BackendKind::Uring, true),
+        ] {
+            if d && !direct {
+                continue;
+            }
+            cases.push((name, format, lzf, bname, backend, d));
         }
-        times.sort_by(f64::total_cmp);
-        let med = times[times.len() / 2];
-        let r = last.expect("at least one run");
+    }
+    for (name, format, lzf, bname, backend, d) in cases {
+        let path = dir.join(format!("bench-{name}-{bname}.rdb"));
+        let opts = SnapshotOptions::new(&path)
+            .format(format)
+            .lzf(lzf)
+            .backend(backend)
+            .direct(d);
+        let mut results = Vec::new();
+        for _ in 0..runs.max(1) {
+            results.push(one_run(&mut ks, &opts, mutate)?);
+        }
+        results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+        let m = &results[results.len() / 2];
+        let r = &m.report;
         out(&format!(
-            "{name:<9} {med:>8.3}   {:>10.0}   {:>9.1}   {:>12}",
-            keys as f64 / med,
-            r.summary.bytes as f64 / med / 1e6,
-            r.bytes_written
+            "{name:<8} {bname:<12} {:>7.3} {:>8} {:>12.3} {:>9.0} {:>12} {:>12.2} {:>13} {:>13.1} {:>12.0}",
+            m.wall,
+            r.fork_us,
+            r.child_cpu.as_secs_f64(),
+            r.raw_bytes as f64 / m.wall / 1e6,
+            r.bytes_written,
+            r.sqes_per_submit(),
+            r.write_p99_us,
+            r.cow.peak_bytes as f64 / (1 << 20) as f64,
+            m.mutations as f64 / m.wall,
         ));
         let _ = std::fs::remove_file(&path);
     }
