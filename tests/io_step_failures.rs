@@ -34,11 +34,17 @@ fn every_step_failure_is_named_and_harmless() {
         (Step::Fsync, 1, libc::EIO, "fsync"),
         (Step::Rename, 1, libc::EXDEV, "rename"),
     ];
-    for backend in [BackendKind::Uring, BackendKind::Pwrite] {
+    for (backend, workers) in [
+        (BackendKind::Uring, 0),
+        (BackendKind::Pwrite, 0),
+        (BackendKind::Uring, 1),
+        (BackendKind::Pwrite, 1),
+    ] {
         for fork in [true, false] {
             for (step, nth, errno, name) in cases {
                 let (dir, target, before) = setup();
                 let opts = SnapshotOptions::new(&target)
+                    .workers(workers)
                     .lzf(false)
                     .chunk_size(256 << 10)
                     .pacing_bytes(1 << 20)

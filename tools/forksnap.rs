@@ -85,6 +85,9 @@ enum Cmd {
         /// Also time O_DIRECT runs.
         #[arg(long)]
         direct: bool,
+        /// Writer threads in the child (0: frame and write on the encoding thread).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
         /// Directory for the snapshot files (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -147,8 +150,9 @@ fn run(cli: Cli) -> Result<(), String> {
             runs,
             mutate,
             direct,
+            workers,
             dir,
-        } => bench(keys, value_size, runs, mutate, direct, dir),
+        } => bench(keys, value_size, runs, mutate, direct, workers, dir),
     }
 }
 
@@ -417,19 +421,21 @@ fn one_run(ks: &mut MemKeyspace, opts: &SnapshotOptions, mutate: bool) -> Result
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
     keys: u64,
     value_size: usize,
     runs: usize,
     mutate: bool,
     direct: bool,
+    workers: usize,
     dir: Option<PathBuf>,
 ) -> Result<(), String> {
     let t = Instant::now();
     let mut ks = MemKeyspace::new();
     ks.populate(keys, value_size);
     out(&format!(
-        "dataset: DEBUG POPULATE {keys} key {value_size} built in {:.2} s; {} run(s) each, median shown{}",
+        "dataset: DEBUG POPULATE {keys} key {value_size} built in {:.2} s; {} run(s) each, median shown; {workers} writer thread(s){}",
         t.elapsed().as_secs_f64(),
         runs.max(1),
         if mutate { "; parent overwrites random values during each snapshot" } else { "" }

@@ -91,6 +91,11 @@ impl SnapshotOptions {
         self.write.backend = b;
         self
     }
+    /// Writer threads in the child (0 or 1; see [`WriteOptions::workers`]).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.write.workers = n;
+        self
+    }
     pub fn register_buffers(mut self, on: bool) -> Self {
         self.write.register_buffers = on;
         self

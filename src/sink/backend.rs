@@ -37,7 +37,7 @@ pub struct BackendStats {
     pub max_us: u64,
 }
 
-pub(crate) trait Backend {
+pub(crate) trait Backend: Send {
     /// Writes all of `buf` at `offset` (now or later); returns an empty buffer to fill.
     fn write(&mut self, io: &mut Io, buf: ChunkBuf, offset: u64) -> Result<ChunkBuf>;
     /// Bytes from offset 0 that are known written (all writes below completed).

@@ -12,6 +12,8 @@ use crate::frame::{BlockMax, Framer};
 use crate::keyspace::Keyspace;
 use crate::rdb::{encode_with, ChunkSink, EncodeOptions, EncodeSummary};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// How the snapshot's bytes reach the disk.
 #[derive(Clone, Debug)]
@@ -30,6 +32,10 @@ pub struct WriteOptions {
     pub backend: BackendKind,
     /// Register the buffers as io_uring fixed buffers when allowed.
     pub register_buffers: bool,
+    /// Writer threads the child starts: 0 frames and writes on the encoding thread; 1
+    /// (any value above 0) hands chunks to one thread that frames and writes them while
+    /// the encoder goes on.
+    pub workers: usize,
     /// Fault plan, for tests.
     pub faults: Faults,
 }
@@ -45,6 +51,7 @@ impl Default for WriteOptions {
             pacing_bytes: 4 << 20,
             backend: BackendKind::Auto,
             register_buffers: true,
+            workers: 0,
             faults: Faults::default(),
         }
     }
@@ -66,7 +73,8 @@ pub struct WriteReport {
 /// Progress seen by a pipeline observer: keys encoded, RDB bytes, file bytes written.
 pub type ProgressFn<'a> = dyn FnMut(u64, u64, u64) + 'a;
 
-struct Sink<'a> {
+/// Everything after the encoder: framing, packing, the backend, pacing, the tail.
+struct Writer<'a> {
     backend: Box<dyn Backend + 'a>,
     io: &'a mut Io,
     fd_for_sync: OwnedFd,
@@ -79,13 +87,16 @@ struct Sink<'a> {
     prev_synced: u64,
     pacing: u64,
     direct: bool,
+    /// File bytes submitted, for progress reports from any thread.
+    written: &'a AtomicU64,
 }
 
-impl Sink<'_> {
+impl<'a> Writer<'a> {
     fn submit(&mut self, buf: ChunkBuf) -> Result<ChunkBuf> {
         let len = buf.len() as u64;
         let free = self.backend.write(self.io, buf, self.offset)?;
         self.offset += len;
+        self.written.store(self.offset, Ordering::Relaxed);
         if self.pacing > 0 && !self.direct {
             let done = self.backend.written_frontier();
             if done >= self.synced + self.pacing {
@@ -130,10 +141,9 @@ impl Sink<'_> {
         self.spare.get_or_insert(free);
         Ok(truncate_to)
     }
-}
 
-impl ChunkSink for Sink<'_> {
-    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
+    /// Takes a full chunk; leaves `chunk` empty.
+    fn take(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
         if let Some(mut framer) = self.framer.take() {
             let r = self.pack(framer.chunk(chunk.as_slice()));
             self.framer = Some(framer);
@@ -145,6 +155,62 @@ impl ChunkSink for Sink<'_> {
         let free = self.submit(full)?;
         self.spare = Some(free);
         Ok(())
+    }
+
+    /// Writes the last chunk (and the frame trailer), waits for every write, truncates
+    /// an O_DIRECT tail and fsyncs. Returns the I/O handle for the commit.
+    fn finish(mut self, last: ChunkBuf) -> Result<(&'a mut Io, u64, BackendStats)> {
+        let truncate_to = if let Some(mut framer) = self.framer.take() {
+            self.pack(framer.finish(last.as_slice()))?;
+            let rest = self.out.take().expect("packing buffer present");
+            self.tail(rest)?
+        } else {
+            self.tail(last)?
+        };
+        self.backend.drain(self.io)?;
+        let stats = self.backend.stats();
+        let mut bytes_written = self.offset;
+        if let Some(len) = truncate_to {
+            self.io.truncate(&self.fd_for_sync, len)?;
+            bytes_written = len;
+        }
+        self.io.fsync(&self.fd_for_sync)?;
+        let Writer { io, backend, .. } = self;
+        drop(backend);
+        Ok((io, bytes_written, stats))
+    }
+}
+
+const WRITER_STOPPED: &str = "writer thread stopped";
+
+enum ToWriter {
+    Chunk(ChunkBuf),
+    Last(ChunkBuf),
+}
+
+/// The encoder's sink: the writer inline, or a channel to the writer thread (which sends
+/// emptied buffers back, so memory stays bounded).
+enum Stage<'a> {
+    Inline(Writer<'a>),
+    Threaded {
+        full: SyncSender<ToWriter>,
+        free: Receiver<ChunkBuf>,
+    },
+}
+
+impl ChunkSink for Stage<'_> {
+    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
+        match self {
+            Stage::Inline(w) => w.take(chunk),
+            Stage::Threaded { full, free } => {
+                let stopped = || Error::Child {
+                    status: WRITER_STOPPED.into(),
+                };
+                let empty = free.recv().map_err(|_| stopped())?;
+                let done = std::mem::replace(chunk, empty);
+                full.send(ToWriter::Chunk(done)).map_err(|_| stopped())
+            }
+        }
     }
 }
 
@@ -232,7 +298,8 @@ fn write_inner(
             }
         }
     };
-    let sink = Sink {
+    let written = AtomicU64::new(0);
+    let writer = Writer {
         backend,
         io,
         fd_for_sync,
@@ -244,28 +311,72 @@ fn write_inner(
         prev_synced: 0,
         pacing: opts.pacing_bytes,
         direct: opts.direct,
+        written: &written,
     };
-    let (mut sink, last, summary) = encode_with(ks, enc, sink, first, &mut |e, keys| {
-        progress(keys, e.bytes(), e.sink().offset)
-    })?;
-    // The tail: plain RDB's last chunk, or the framed remainder plus the frame trailer.
-    let truncate_to = if let Some(mut framer) = sink.framer.take() {
-        sink.pack(framer.finish(last.as_slice()))?;
-        let rest = sink.out.take().expect("packing buffer present");
-        sink.tail(rest)?
+    let mut report = |e: &crate::rdb::Encoder<Stage<'_>>, keys: u64| {
+        progress(keys, e.bytes(), written.load(Ordering::Relaxed))
+    };
+    let (io, summary, bytes_written, stats) = if opts.workers == 0 {
+        let (stage, last, summary) =
+            encode_with(ks, enc, Stage::Inline(writer), first, &mut report)?;
+        let Stage::Inline(w) = stage else {
+            unreachable!("inline stage stays inline")
+        };
+        let (io, n, st) = w.finish(last)?;
+        (io, summary, n, st)
     } else {
-        sink.tail(last)?
+        // One writer thread, started here (after fork, in the child): it frames and
+        // writes while this thread keeps encoding.
+        std::thread::scope(|sc| {
+            let (full_tx, full_rx) = sync_channel::<ToWriter>(2);
+            let (free_tx, free_rx) = sync_channel::<ChunkBuf>(4);
+            for _ in 0..2 {
+                free_tx.send(ChunkBuf::new(chunk)).expect("receiver alive");
+            }
+            let worker = sc.spawn(move || {
+                let mut w = writer;
+                loop {
+                    match full_rx.recv() {
+                        Ok(ToWriter::Chunk(mut c)) => {
+                            w.take(&mut c)?;
+                            let _ = free_tx.send(c);
+                        }
+                        Ok(ToWriter::Last(c)) => return w.finish(c),
+                        Err(_) => {
+                            return Err(Error::Child {
+                                status: "encoder stopped".into(),
+                            })
+                        }
+                    }
+                }
+            });
+            let stage = Stage::Threaded {
+                full: full_tx,
+                free: free_rx,
+            };
+            let encoded = encode_with(ks, enc, stage, first, &mut report);
+            let encoded = match encoded {
+                Ok((Stage::Threaded { full, free }, last, summary)) => {
+                    let _ = full.send(ToWriter::Last(last));
+                    drop(free);
+                    Ok(summary)
+                }
+                Ok(_) => unreachable!("threaded stage stays threaded"),
+                Err(e) => Err(e),
+            };
+            let written = worker.join().unwrap_or_else(|_| {
+                Err(Error::Child {
+                    status: "writer thread panicked".into(),
+                })
+            });
+            match (encoded, written) {
+                (Ok(summary), Ok((io, n, st))) => Ok((io, summary, n, st)),
+                // The writer's own error explains why the encoder saw it stop.
+                (Err(Error::Child { status }), Err(w)) if status == WRITER_STOPPED => Err(w),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            }
+        })?
     };
-    sink.backend.drain(sink.io)?;
-    let stats = sink.backend.stats();
-    let mut bytes_written = sink.offset;
-    if let Some(len) = truncate_to {
-        sink.io.truncate(&sink.fd_for_sync, len)?;
-        bytes_written = len;
-    }
-    sink.io.fsync(&sink.fd_for_sync)?;
-    let Sink { io, backend, .. } = sink;
-    drop(backend);
     io.commit()?;
     progress(summary.keys(), summary.bytes, bytes_written);
     Ok(WriteReport {
