@@ -3,6 +3,7 @@
 
 mod common;
 
+use forksnap::pressure::CowSampling;
 use forksnap::{
     BackendKind, Error, MemKeyspace, MemValue, RunningSnapshot, SnapshotOptions, SnapshotReport,
 };
@@ -71,9 +72,15 @@ fn cow_is_measured_while_the_parent_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut ks = MemKeyspace::new();
     ks.populate(KEYS, 100);
+    // A generous duty cycle so that real smaps samples happen in this short run too.
+    let sampling = CowSampling {
+        duty: 0.5,
+        min_interval: std::time::Duration::from_millis(5),
+    };
     let mut running = SnapshotOptions::new(dir.path().join("dump.rdb"))
         .lzf(false)
         .backend(BackendKind::Pwrite)
+        .cow_sampling(sampling)
         .start(&ks)
         .unwrap();
     // The snapshot may finish before the rewrite does; either way the figures must show
@@ -89,6 +96,11 @@ fn cow_is_measured_while_the_parent_writes() {
         report.cow.peak_bytes,
         report.cow
     );
-    assert!(report.cow.samples >= 1);
+    assert!(
+        report.cow.samples >= 1,
+        "{:?} wall {:?}",
+        report.cow,
+        report.wall
+    );
     assert!(report.cow.sampled_bytes > 0);
 }

@@ -444,7 +444,7 @@ fn bench(
         Some(d) => d,
         None => tempfile_dir()?,
     };
-    out("format   backend       wall_s  fork_us  child_cpu_s  RDB_MB/s   file_bytes  sqes/submit  write_p99_us  cow_peak_MiB  mutations/s");
+    out("format   backend       wall_s  fork_us  child_cpu_s  RDB_MB/s   file_bytes  sqes/submit  write_p99_us  cow_peak_MiB  mutations/s  cow_duty_%");
     let mut cases = Vec::new();
     for (name, format, lzf) in [
         ("rdb", Format::Rdb, false),
@@ -477,7 +477,7 @@ fn bench(
         let m = &results[results.len() / 2];
         let r = &m.report;
         out(&format!(
-            "{name:<8} {bname:<12} {:>7.3} {:>8} {:>12.3} {:>9.0} {:>12} {:>12.2} {:>13} {:>13.1} {:>12.0}",
+            "{name:<8} {bname:<12} {:>7.3} {:>8} {:>12.3} {:>9.0} {:>12} {:>12.2} {:>13} {:>13.1} {:>12.0} {:>11.2}",
             m.wall,
             r.fork_us,
             r.child_cpu.as_secs_f64(),
@@ -487,6 +487,7 @@ fn bench(
             r.write_p99_us,
             r.cow.peak_bytes as f64 / (1 << 20) as f64,
             m.mutations as f64 / m.wall,
+            r.cow_sampling_duty * 100.0,
         ));
         let _ = std::fs::remove_file(&path);
     }

@@ -567,29 +567,20 @@ impl<'a> Reader<'a, '_> {
             types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
                 // Redis 7.4 hashes with field expiry: [minExpire u64 LE (GA only)], count,
                 // then (TTL length, field, value); GA TTLs are minExpire-relative + 1.
-                let min = if ty == types::HASH_METADATA {
-                    u64::from_le_bytes(self.fixed("hash minExpire")?)
-                } else {
-                    0
-                };
+                if ty == types::HASH_METADATA {
+                    self.fixed::<8>("hash minExpire")?;
+                }
                 let n = self.count("hash size", 3)?;
                 let mut v = Vec::with_capacity(n);
                 let mut with_ttl = 0u64;
                 for _ in 0..n {
-                    let ttl = self.len("hash field TTL")?;
-                    // GA: expireAt = ttl + minExpire - 1, with 0 meaning none; PRE_GA: absolute.
-                    let _ = min;
-                    with_ttl += u64::from(ttl != 0);
+                    // GA: expireAt = ttl + minExpire - 1; PRE_GA: absolute; 0: no TTL.
+                    with_ttl += u64::from(self.len("hash field TTL")? != 0);
                     let f = self.boxed("hash field")?;
                     let x = self.boxed("hash value")?;
                     v.push((f, x));
                 }
-                self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
-                if with_ttl > 0 {
-                    self.field_ttls_unsupported(entry_at, with_ttl)?;
-                    return Ok(None);
-                }
-                MemValue::Hash(v)
+                return self.hash_with_ttls(at, entry_at, v, with_ttl);
             }
             types::HASH_LISTPACK_EX_PRE_GA | types::HASH_LISTPACK_EX => {
                 // [minExpire u64 LE (GA only)], a listpack of (field, value, expire ms or 0).
@@ -615,28 +606,40 @@ impl<'a> Reader<'a, '_> {
                     }
                     v.push((f, x));
                 }
-                self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
-                if with_ttl > 0 {
-                    self.field_ttls_unsupported(entry_at, with_ttl)?;
-                    return Ok(None);
-                }
-                MemValue::Hash(v)
+                return self.hash_with_ttls(at, entry_at, v, with_ttl);
             }
             t => return self.corrupt(entry_at, format!("unknown value type {t}")),
         };
         Ok(Some(v))
     }
 
-    fn field_ttls_unsupported(&self, at: usize, n: u64) -> Result<()> {
+    /// A Redis 7.4 hash with field expiry: loaded when no field has a TTL; otherwise
+    /// refused, or skipped on request (field TTLs cannot be held, and are never dropped
+    /// silently).
+    fn hash_with_ttls(
+        &self,
+        at: usize,
+        entry_at: usize,
+        v: crate::keyspace::FieldValues,
+        with_ttl: u64,
+    ) -> Result<Option<MemValue>> {
+        self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
+        if with_ttl == 0 {
+            return Ok(Some(MemValue::Hash(v)));
+        }
         if self.opts.skip_unsupported {
-            Ok(())
+            Ok(None)
         } else {
-            Err(Error::Unsupported {
-                offset: at as u64,
-                what: format!(
-                    "hash with {n} field TTL(s) (Redis 7.4 hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
-                ),
-            })
+            Err(self.field_ttls_error(entry_at, with_ttl))
+        }
+    }
+
+    fn field_ttls_error(&self, at: usize, n: u64) -> Error {
+        Error::Unsupported {
+            offset: at as u64,
+            what: format!(
+                "hash with {n} field TTL(s) (Redis 7.4 hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
+            ),
         }
     }
 
