@@ -15,6 +15,8 @@ pub enum Error {
     Io {
         op: &'static str,
         path: PathBuf,
+        /// File offset of the failed write, when the step is a write.
+        offset: Option<u64>,
         source: io::Error,
     },
     /// The input is not a valid RDB (or LZ4 frame): `offset` is the byte offset in the
@@ -47,6 +49,7 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
+            offset: None,
             source,
         }
     }
@@ -62,9 +65,15 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, path, source } => {
-                write!(f, "{op} failed on {}: {source}", path.display())
-            }
+            Error::Io {
+                op,
+                path,
+                offset: Some(off),
+                source,
+            } => write!(f, "{op} failed on {} at byte {off}: {source}", path.display()),
+            Error::Io {
+                op, path, source, ..
+            } => write!(f, "{op} failed on {}: {source}", path.display()),
             Error::Corrupt { offset, what } => write!(f, "corrupt input at byte {offset}: {what}"),
             Error::ChecksumMismatch {
                 what,

@@ -56,9 +56,14 @@ fn every_step_failure_is_named_and_harmless() {
                     opts.save(&ks)
                 };
                 match r {
-                    Err(Error::Io { op, source, .. }) => {
+                    Err(Error::Io {
+                        op, source, offset, ..
+                    }) => {
                         assert_eq!(op, name, "{backend:?} fork {fork}");
                         assert_eq!(source.raw_os_error(), Some(errno), "{backend:?} {name}");
+                        // A failed write names its offset: the nth write of 256 KiB chunks.
+                        let want = (step == Step::Write).then(|| (nth - 1) * (256 << 10));
+                        assert_eq!(offset, want, "{backend:?} fork {fork} {name} #{nth}");
                     }
                     other => panic!(
                         "{backend:?} fork {fork} {name}: expected an I/O error, got {other:?}"

@@ -195,6 +195,7 @@ impl SnapshotOptions {
             fin: None,
             child_error: None,
             keys_per_db: Vec::new(),
+            skipped_per_db: Vec::new(),
             backend_reason: String::new(),
             done: false,
         })
@@ -293,12 +294,13 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     );
     match res {
         Ok(r) => {
-            for (db, n) in &r.summary.keys_per_db {
-                send(
-                    wr,
-                    &mut Msg::new(report::DB_KEYS).u64(u64::from(*db)).u64(*n),
-                    true,
-                );
+            let dbs = r.summary.keys_per_db.iter().zip(&r.summary.skipped_per_db);
+            for ((db, n), (_, skipped)) in dbs {
+                let mut m = Msg::new(report::DB_KEYS)
+                    .u64(u64::from(*db))
+                    .u64(*n)
+                    .u64(*skipped);
+                send(wr, &mut m, true);
             }
             send(
                 wr,
@@ -325,10 +327,16 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
             send(wr, &mut m, true);
             true
         }
-        Err(Error::Io { op, path, source }) => {
+        Err(Error::Io {
+            op,
+            path,
+            offset,
+            source,
+        }) => {
             let errno = source.raw_os_error().unwrap_or(0) as u64;
             let mut m = Msg::new(report::IO_ERROR)
                 .u64(errno)
+                .u64(offset.unwrap_or(u64::MAX))
                 .str(op)
                 .str(&path.to_string_lossy())
                 .str(&source.to_string());
@@ -361,6 +369,9 @@ pub struct Progress {
 pub struct SnapshotReport {
     pub path: PathBuf,
     pub keys_per_db: Vec<(u32, u64)>,
+    /// `(db index, keys skipped)`: values RDB cannot hold (streams, modules, empty
+    /// collections).
+    pub skipped_per_db: Vec<(u32, u64)>,
     pub skipped_unsupported: u64,
     pub skipped_empty: u64,
     pub raw_bytes: u64,
@@ -391,6 +402,7 @@ impl SnapshotReport {
         SnapshotReport {
             path: path.to_path_buf(),
             keys_per_db: r.summary.keys_per_db.clone(),
+            skipped_per_db: r.summary.skipped_per_db.clone(),
             skipped_unsupported: r.summary.skipped_unsupported,
             skipped_empty: r.summary.skipped_empty,
             raw_bytes: r.summary.bytes,
@@ -438,6 +450,7 @@ pub struct RunningSnapshot {
     fin: Option<SnapshotReport>,
     child_error: Option<Error>,
     keys_per_db: Vec<(u32, u64)>,
+    skipped_per_db: Vec<(u32, u64)>,
     backend_reason: String,
     done: bool,
 }
@@ -494,12 +507,14 @@ impl RunningSnapshot {
             report::DB_KEYS => {
                 let db = f.u64() as u32;
                 self.keys_per_db.push((db, f.u64()));
+                self.skipped_per_db.push((db, f.u64()));
             }
             report::BACKEND_REASON => self.backend_reason = f.str(),
             report::FINAL => {
                 let mut r = SnapshotReport {
                     path: self.target.clone(),
                     keys_per_db: std::mem::take(&mut self.keys_per_db),
+                    skipped_per_db: std::mem::take(&mut self.skipped_per_db),
                     skipped_unsupported: f.u64(),
                     skipped_empty: f.u64(),
                     raw_bytes: f.u64(),
@@ -532,12 +547,14 @@ impl RunningSnapshot {
             }
             report::IO_ERROR => {
                 let errno = f.u64() as i32;
+                let offset = Some(f.u64()).filter(|&o| o != u64::MAX);
                 let op = f.str();
                 let path = PathBuf::from(f.str());
                 let op: &'static str = Step::from_name(&op).map_or("write", Step::name);
                 self.child_error = Some(Error::Io {
                     op,
                     path,
+                    offset,
                     source: std::io::Error::from_raw_os_error(errno),
                 });
             }

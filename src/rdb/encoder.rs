@@ -83,6 +83,8 @@ pub trait ChunkSink {
 pub struct EncodeSummary {
     /// `(db index, keys written)` per database.
     pub keys_per_db: Vec<(u32, u64)>,
+    /// `(db index, keys skipped)` per database (unsupported values and empty collections).
+    pub skipped_per_db: Vec<(u32, u64)>,
     /// Values the format cannot hold (streams, modules), skipped.
     pub skipped_unsupported: u64,
     /// Empty collections, which RDB cannot hold and loaders reject; skipped.
@@ -252,6 +254,7 @@ pub struct Encoder<S: ChunkSink> {
     version: u8,
     summary: EncodeSummary,
     db_keys: u64,
+    db_skipped: u64,
     in_db: Option<u32>,
 }
 
@@ -283,6 +286,7 @@ impl<S: ChunkSink> Encoder<S> {
             version: opts.version,
             summary: EncodeSummary::default(),
             db_keys: 0,
+            db_skipped: 0,
             in_db: None,
         };
         e.out.put(format!("REDIS{:04}", opts.version).as_bytes())?;
@@ -320,7 +324,9 @@ impl<S: ChunkSink> Encoder<S> {
     fn end_db(&mut self) {
         if let Some(db) = self.in_db.take() {
             self.summary.keys_per_db.push((db, self.db_keys));
+            self.summary.skipped_per_db.push((db, self.db_skipped));
             self.db_keys = 0;
+            self.db_skipped = 0;
         }
     }
 
@@ -341,6 +347,9 @@ impl<S: ChunkSink> Encoder<S> {
             Outcome::Written => self.db_keys += 1,
             Outcome::SkippedEmpty => self.summary.skipped_empty += 1,
             Outcome::SkippedUnsupported => self.summary.skipped_unsupported += 1,
+        }
+        if outcome != Outcome::Written {
+            self.db_skipped += 1;
         }
         if self.out.crossed_chunk {
             // A chunk was handed off: the key's scratch is dead, recycle the arena.

@@ -87,7 +87,7 @@ impl Backend for Pwrite {
         let data = buf.as_slice();
         let mut done = 0usize;
         while done < data.len() {
-            let want = match io.write_gate()? {
+            let want = match io.write_gate_at(offset + done as u64)? {
                 WriteGate::Short => ((data.len() - done) / 2).max(1),
                 WriteGate::Full => data.len() - done,
             };
@@ -108,10 +108,10 @@ impl Backend for Pwrite {
                 if e == libc::EINTR {
                     continue;
                 }
-                return Err(io.write_error(e));
+                return Err(io.write_error(e, offset + done as u64));
             }
             if n == 0 {
-                return Err(io.write_error(libc::ENOSPC));
+                return Err(io.write_error(libc::ENOSPC, offset + done as u64));
             }
             done += n as usize;
         }
@@ -216,7 +216,8 @@ impl Uring {
     }
 
     fn push(&mut self, io: &mut Io, slot: usize) -> Result<()> {
-        let gate = match io.write_gate() {
+        let at = self.slots[slot].offset + self.slots[slot].done as u64;
+        let gate = match io.write_gate_at(at) {
             Ok(g) => g,
             Err(e) => {
                 // Nothing was pushed for this slot: its buffer is ours again.
@@ -304,7 +305,8 @@ impl Uring {
         for (slot, res) in cq {
             let s = &mut self.slots[slot];
             if res <= 0 {
-                first_err.get_or_insert(if res == 0 { libc::ENOSPC } else { -res });
+                let errno = if res == 0 { libc::ENOSPC } else { -res };
+                first_err.get_or_insert((errno, s.offset + s.done as u64));
             } else {
                 s.done += res as usize;
                 if s.done < s.len {
@@ -321,9 +323,10 @@ impl Uring {
             self.in_flight -= 1;
         }
         match first_err {
-            Some(e) => Err(Error::Io {
+            Some((e, at)) => Err(Error::Io {
                 op: "write",
                 path: std::path::PathBuf::new(),
+                offset: Some(at),
                 source: std::io::Error::from_raw_os_error(e),
             }),
             None => Ok(()),
@@ -341,9 +344,12 @@ impl Uring {
 
     fn retarget(e: Error, io: &Io) -> Error {
         match e {
-            Error::Io { op, source, .. } => Error::Io {
+            Error::Io {
+                op, offset, source, ..
+            } => Error::Io {
                 op,
                 path: io.tmp.clone(),
+                offset,
                 source,
             },
             other => other,

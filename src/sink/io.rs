@@ -124,6 +124,8 @@ impl Io {
         Error::io(step.name(), path, std::io::Error::from_raw_os_error(errno))
     }
 
+    /// Counts one occurrence of `step`; fails it if the plan says so. Writes go through
+    /// [`Io::write_gate_at`] so their errors carry the offset.
     fn gate(&mut self, step: Step) -> Result<Option<Action>> {
         let i = step.index();
         self.counts[i] += 1;
@@ -173,15 +175,25 @@ impl Io {
     }
 
     /// Decides how the next write goes (fail, short or full).
-    pub(crate) fn write_gate(&mut self) -> Result<WriteGate> {
-        Ok(match self.gate(Step::Write)? {
-            Some(Action::Short) => WriteGate::Short,
-            _ => WriteGate::Full,
-        })
+    pub(crate) fn write_gate_at(&mut self, offset: u64) -> Result<WriteGate> {
+        match self.gate(Step::Write) {
+            Ok(Some(Action::Short)) => Ok(WriteGate::Short),
+            Ok(_) => Ok(WriteGate::Full),
+            Err(Error::Io { source, .. }) => {
+                Err(self.write_error(source.raw_os_error().unwrap_or(libc::EIO), offset))
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    pub fn write_error(&self, errno: i32) -> Error {
-        self.err(Step::Write, errno)
+    /// A failed write at file offset `offset`.
+    pub fn write_error(&self, errno: i32, offset: u64) -> Error {
+        Error::Io {
+            op: Step::Write.name(),
+            path: self.tmp.clone(),
+            offset: Some(offset),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
     }
 
     /// Starts writeback of `[from, to)` and waits for the writeback of `[prev, from)`, as
