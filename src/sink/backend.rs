@@ -44,8 +44,13 @@ pub(crate) trait Backend: Send {
     fn written_frontier(&self) -> u64;
     /// Waits until every write has completed.
     fn drain(&mut self, io: &mut Io) -> Result<()>;
+    /// Paces writeback: starts it for `[from, to)` and waits for `[prev, from)`.
+    fn range_sync(&mut self, io: &mut Io, prev: u64, from: u64, to: u64) -> Result<()>;
     fn stats(&self) -> BackendStats;
 }
+
+/// `user_data` of range-sync SQEs (write slots are small indices).
+const SYNC_MARK: u64 = u64::MAX;
 
 fn latency_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
@@ -128,6 +133,10 @@ impl Backend for Pwrite {
         Ok(())
     }
 
+    fn range_sync(&mut self, io: &mut Io, prev: u64, from: u64, to: u64) -> Result<()> {
+        io.range_sync(&self.fd, prev, from, to)
+    }
+
     fn stats(&self) -> BackendStats {
         stats_from(&self.hist, self.calls, self.calls, false)
     }
@@ -160,6 +169,10 @@ pub(crate) struct Uring {
     in_flight: usize,
     /// SQEs pushed whose CQE has not been reaped: the kernel may still use their buffers.
     outstanding: usize,
+    /// Range syncs pushed and not yet reaped.
+    syncs: usize,
+    /// Errno of a failed range sync, reported at the next call.
+    sync_error: Option<i32>,
     issued_end: u64,
     hist: Histogram<u64>,
     submit_calls: u64,
@@ -208,6 +221,8 @@ impl Uring {
             batch: batch.max(1),
             in_flight: 0,
             outstanding: 0,
+            syncs: 0,
+            sync_error: None,
             issued_end: 0,
             hist: latency_hist(),
             submit_calls: 0,
@@ -283,7 +298,7 @@ impl Uring {
     /// Reaps completions (waiting for one if `wait`). Short writes keep their slot (the
     /// caller resubmits the rest); errors are returned once their buffer is back.
     fn reap(&mut self, wait: bool) -> Result<()> {
-        if wait && self.in_flight > 0 {
+        if wait && self.outstanding > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(n) => {
                     // An enter that only waited is not a submission.
@@ -303,6 +318,13 @@ impl Uring {
             .collect();
         self.outstanding -= cq.len().min(self.outstanding);
         for (slot, res) in cq {
+            if slot as u64 == SYNC_MARK {
+                self.syncs -= 1;
+                if res < 0 {
+                    self.sync_error.get_or_insert(-res);
+                }
+                continue;
+            }
             let s = &mut self.slots[slot];
             if res <= 0 {
                 let errno = if res == 0 { libc::ENOSPC } else { -res };
@@ -397,12 +419,15 @@ impl Uring {
     }
 
     fn drain_inner(&mut self, io: &mut Io) -> Result<()> {
-        while self.in_flight > 0 {
+        while self.in_flight > 0 || self.syncs > 0 {
             self.submit()?;
             self.reap(true)?;
             self.resubmit_short(io)?;
         }
-        Ok(())
+        match self.sync_error.take() {
+            Some(e) => Err(io.range_sync_error(e)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -432,6 +457,44 @@ impl Backend for Uring {
             self.sqes,
             !self.registered.is_empty(),
         )
+    }
+
+    /// Through the ring: SYNC_FILE_RANGE SQEs that start writeback of the new range and
+    /// make a kernel worker (not this thread) wait for the previous one.
+    fn range_sync(&mut self, io: &mut Io, prev: u64, from: u64, to: u64) -> Result<()> {
+        io.range_sync_gate()?;
+        if let Some(e) = self.sync_error.take() {
+            return Err(io.range_sync_error(e));
+        }
+        let fd = types::Fd(self.fd.as_raw_fd());
+        let len = |a: u64, b: u64| (b - a).min(u64::from(u32::MAX)) as u32;
+        let mut ops = vec![opcode::SyncFileRange::new(fd, len(from, to))
+            .offset(from)
+            .flags(libc::SYNC_FILE_RANGE_WRITE)
+            .build()
+            .user_data(SYNC_MARK)];
+        if from > prev {
+            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            ops.push(
+                opcode::SyncFileRange::new(fd, len(prev, from))
+                    .offset(prev)
+                    .flags(flags)
+                    .build()
+                    .user_data(SYNC_MARK),
+            );
+        }
+        for e in ops {
+            // SAFETY: a range sync references no memory of ours.
+            while unsafe { self.ring.submission().push(&e) }.is_err() {
+                self.submit().map_err(|x| Self::retarget(x, io))?;
+            }
+            self.pending += 1;
+            self.outstanding += 1;
+            self.syncs += 1;
+        }
+        Ok(())
     }
 }
 

@@ -227,6 +227,16 @@ impl Io {
         Ok(())
     }
 
+    /// Counts a range sync against the fault plan, for a backend that issues it itself
+    /// (through io_uring).
+    pub(crate) fn range_sync_gate(&mut self) -> Result<()> {
+        self.gate(Step::RangeSync).map(|_| ())
+    }
+
+    pub fn range_sync_error(&self, errno: i32) -> Error {
+        self.err(Step::RangeSync, errno)
+    }
+
     pub fn fsync(&mut self, fd: &OwnedFd) -> Result<()> {
         self.gate(Step::Fsync)?;
         // SAFETY: fsync on an open fd.

@@ -100,8 +100,8 @@ impl<'a> Writer<'a> {
         if self.pacing > 0 && !self.direct {
             let done = self.backend.written_frontier();
             if done >= self.synced + self.pacing {
-                self.io
-                    .range_sync(&self.fd_for_sync, self.prev_synced, self.synced, done)?;
+                self.backend
+                    .range_sync(self.io, self.prev_synced, self.synced, done)?;
                 self.prev_synced = self.synced;
                 self.synced = done;
             }
