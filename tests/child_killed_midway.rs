@@ -7,15 +7,6 @@ use forksnap::rdb::{load, LoadOptions};
 use forksnap::{Error, MemKeyspace, SnapshotOptions};
 use std::time::Duration;
 
-fn temp_files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("temp-"))
-        .collect()
-}
-
 #[test]
 fn killed_child_leaves_target_and_no_temp_file() {
     let _serial = common::fork_lock();
@@ -64,9 +55,9 @@ fn killed_child_leaves_target_and_no_temp_file() {
             Err(e) => panic!("round {round}: unexpected {e}"),
         }
         assert!(
-            temp_files(dir.path()).is_empty(),
+            common::temp_files(dir.path()).is_empty(),
             "round {round}: {:?}",
-            temp_files(dir.path())
+            common::temp_files(dir.path())
         );
         let (loaded, _) = load(&std::fs::read(&target).unwrap(), &LoadOptions::default()).unwrap();
         assert!(loaded.len() == 1000 || loaded.len() == 1_500_000);

@@ -191,11 +191,7 @@ fn convert_never_replaces_the_target_with_a_bad_result() {
     let o = forksnap(&[&"convert", &p, &target, &"--rdb-version", &"12"]);
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("temp-"))
-        .collect();
+    let leftovers = common::temp_files(dir.path());
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     // A good conversion does replace it.
     let o = forksnap(&[&"convert", &p, &target]);

@@ -14,11 +14,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
 }
 
 fn no_temp(dir: &std::path::Path) {
-    let left: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("temp-"))
-        .collect();
+    let left = common::temp_files(dir);
     assert!(left.is_empty(), "temp files left: {left:?}");
 }
 
