@@ -58,32 +58,31 @@ pub fn header(block_max: BlockMax) -> [u8; 7] {
     [m[0], m[1], m[2], m[3], flg, bd, hc]
 }
 
-/// Worst-case bytes [`compress_blocks`] appends for `raw_len` raw bytes.
-pub fn max_framed_len(raw_len: usize, block_max: BlockMax) -> usize {
-    let blocks = raw_len.div_ceil(block_max.bytes()).max(1);
-    raw_len + blocks * 8
-}
-
-/// Compresses `raw` as one or more independent blocks (each with its checksum), appended
-/// to `out`. Pure: chunks may be framed in parallel and concatenated in order.
-pub fn compress_blocks(raw: &[u8], block_max: BlockMax, out: &mut Vec<u8>) {
+/// Compresses `raw` as one or more independent blocks (each with its checksum), written
+/// into `buf` from `at`; returns the end of what was written. `buf` only grows (to its
+/// high-water mark, zero-filled once), so a reused buffer costs no memset per chunk.
+/// Pure: chunks may be framed in parallel and concatenated in order.
+pub fn compress_blocks(raw: &[u8], block_max: BlockMax, buf: &mut Vec<u8>, mut at: usize) -> usize {
     for block in raw.chunks(block_max.bytes()) {
-        let start = out.len();
-        let bound = lz4_flex::block::get_maximum_output_size(block.len());
-        out.resize(start + 4 + bound.max(block.len()), 0);
-        let stored = match lz4_flex::block::compress_into(block, &mut out[start + 4..]) {
+        let bound = lz4_flex::block::get_maximum_output_size(block.len()).max(block.len());
+        if buf.len() < at + 8 + bound {
+            buf.resize(at + 8 + bound, 0);
+        }
+        let data = at + 4;
+        let stored = match lz4_flex::block::compress_into(block, &mut buf[data..]) {
             Ok(n) if n < block.len() => n as u32,
             _ => {
-                out[start + 4..start + 4 + block.len()].copy_from_slice(block);
+                buf[data..data + block.len()].copy_from_slice(block);
                 block.len() as u32 | 0x8000_0000
             }
         };
-        let len = (stored & 0x7FFF_FFFF) as usize;
-        out[start..start + 4].copy_from_slice(&stored.to_le_bytes());
-        out.truncate(start + 4 + len);
-        let sum = xxh32(&out[start + 4..], 0);
-        out.extend_from_slice(&sum.to_le_bytes());
+        let end = data + (stored & 0x7FFF_FFFF) as usize;
+        buf[at..data].copy_from_slice(&stored.to_le_bytes());
+        let sum = xxh32(&buf[data..end], 0);
+        buf[end..end + 4].copy_from_slice(&sum.to_le_bytes());
+        at = end + 4;
     }
+    at
 }
 
 /// The end mark and the content checksum.
@@ -97,7 +96,9 @@ pub struct Framer {
     block_max: BlockMax,
     content: Xxh32,
     started: bool,
-    pub out: Vec<u8>,
+    /// Output of the last call; only `buf[..len]` is meaningful.
+    buf: Vec<u8>,
+    len: usize,
 }
 
 impl Framer {
@@ -106,28 +107,39 @@ impl Framer {
             block_max,
             content: Xxh32::new(0),
             started: false,
-            out: Vec::new(),
+            buf: Vec::new(),
+            len: 0,
         }
     }
 
-    /// Frames `raw` into `self.out` (cleared first); the header precedes the first chunk.
+    /// Frames `raw`; the header precedes the first chunk. The result is valid until the
+    /// next call.
     pub fn chunk(&mut self, raw: &[u8]) -> &[u8] {
-        self.out.clear();
+        let mut at = 0;
         if !self.started {
-            self.out.extend_from_slice(&header(self.block_max));
+            self.put(0, &header(self.block_max));
+            at = 7;
             self.started = true;
         }
         self.content.update(raw);
-        compress_blocks(raw, self.block_max, &mut self.out);
-        &self.out
+        self.len = compress_blocks(raw, self.block_max, &mut self.buf, at);
+        &self.buf[..self.len]
     }
 
     /// The last chunk and the trailer.
     pub fn finish(&mut self, raw: &[u8]) -> &[u8] {
         self.chunk(raw);
         let t = trailer(self.content.digest());
-        self.out.extend_from_slice(&t);
-        &self.out
+        self.put(self.len, &t);
+        self.len += t.len();
+        &self.buf[..self.len]
+    }
+
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        if self.buf.len() < at + bytes.len() {
+            self.buf.resize(at + bytes.len(), 0);
+        }
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
     }
 }
 
@@ -304,12 +316,19 @@ mod tests {
 
     #[test]
     fn incompressible_blocks_are_stored_raw() {
-        let raw: Vec<u8> = (0..5000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let raw: Vec<u8> = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
             .collect();
         let mut f = Framer::new(BlockMax::K64);
         let framed = f.finish(&raw).to_vec();
-        assert!(framed.len() <= max_framed_len(raw.len(), BlockMax::K64) + 15);
+        // header 7 + block size 4 + raw data + block checksum 4 + end mark and checksum 8
+        assert_eq!(framed.len(), 7 + 4 + raw.len() + 4 + 8);
         assert_eq!(decode(&framed).unwrap(), raw);
     }
 }

@@ -311,13 +311,11 @@ impl Uring {
             }
         }
         let mut first_err = None;
-        let cq: Vec<(usize, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data() as usize, c.result()))
-            .collect();
-        self.outstanding -= cq.len().min(self.outstanding);
-        for (slot, res) in cq {
+        // Iterate the completion queue in place (no allocation per reap); only fields
+        // other than the ring are touched inside.
+        for c in self.ring.completion() {
+            self.outstanding -= 1;
+            let (slot, res) = (c.user_data() as usize, c.result());
             if slot as u64 == SYNC_MARK {
                 self.syncs -= 1;
                 if res < 0 {
