@@ -38,8 +38,6 @@ pub enum Error {
     AlreadyRunning,
     /// Copy-on-write crossed the budget; the snapshot was aborted.
     CowLimitExceeded { budget: u64, observed: u64 },
-    /// The snapshot was aborted by the caller.
-    Aborted,
     /// The snapshot child failed without a more specific error (killed by a signal, ...).
     Child { status: String },
 }
@@ -93,7 +91,6 @@ impl fmt::Display for Error {
                 f,
                 "snapshot aborted: copy-on-write reached {observed} bytes, over the budget of {budget}"
             ),
-            Error::Aborted => write!(f, "snapshot aborted by the caller"),
             Error::Child { status } => write!(f, "snapshot child failed: {status}"),
         }
     }

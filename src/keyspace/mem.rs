@@ -291,11 +291,6 @@ impl MemDb {
             )
         })
     }
-
-    /// The key in slot `i` (for samplers that pick keys by position).
-    pub fn key_at(&self, i: usize) -> Option<&[u8]> {
-        self.slots.get(i).map(|s| &s.key[..])
-    }
 }
 
 impl std::fmt::Debug for MemDb {

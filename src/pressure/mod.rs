@@ -51,7 +51,6 @@ pub struct CowSampler {
     started: Instant,
     next_due: Instant,
     last_sample_at: Instant,
-    base_faults: u64,
     faults_at_sample: u64,
     figures: CowFigures,
 }
@@ -103,7 +102,6 @@ impl CowSampler {
             started: now,
             next_due: now + first,
             last_sample_at: now,
-            base_faults: f,
             faults_at_sample: f,
             figures: CowFigures::default(),
         }
@@ -149,11 +147,6 @@ impl CowSampler {
     /// When the next real sample is due.
     pub fn next_due(&self) -> Instant {
         self.next_due
-    }
-
-    /// Parent minor faults since the sampler started.
-    pub fn parent_faults(&self) -> u64 {
-        minor_faults().saturating_sub(self.base_faults)
     }
 
     /// Fraction of wall time spent reading smaps so far.

@@ -168,10 +168,6 @@ impl LpWriter {
         self.count += 1;
     }
 
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
     /// Terminates the listpack and fills in its header.
     pub fn finish(self, buf: &mut impl LpBuf) {
         buf.put(&[EOF]);
