@@ -2,7 +2,7 @@
 //!
 //! The accurate figure is the child's `Private_Dirty` in `/proc/<pid>/smaps_rollup` (a
 //! page the parent rewrote after fork stays only in the child), but reading it walks the
-//! page tables (~40 ms per 2 GiB). So it is sampled under a duty cycle: after a read that
+//! page tables (46–57 ms for a 2.0 GB child, `tools/smaps-cost.py`). So it is sampled under a duty cycle: after a read that
 //! took `t`, the next read waits `t / duty`. Between reads, the parent's minor-fault count
 //! (`getrusage`), which rises by one per page copied, extrapolates the last sample.
 //!
@@ -74,9 +74,10 @@ pub fn private_dirty(pid: i32) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
-/// What a `smaps_rollup` read costs per resident 4 KiB page (measured here: 20–90 ms per
-/// 2 GiB, so ~80 ns per page at the high end).
-const SMAPS_COST_PER_PAGE: Duration = Duration::from_nanos(80);
+/// What a `smaps_rollup` read costs per resident 4 KiB page: 90 and 112 ns in two runs of
+/// `tools/smaps-cost.py` (10M-key child, RSS 2.04 GB); the higher figure, rounded, so the
+/// first read is never scheduled too early for the duty cycle.
+const SMAPS_COST_PER_PAGE: Duration = Duration::from_nanos(110);
 
 fn resident_pages() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
