@@ -8,15 +8,13 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Run by the test below in a separate process: starts a long snapshot, prints the
-/// child's pid, and exits without waiting.
-#[test]
-#[ignore = "helper process for parent_death_kills_child; run only by it"]
-fn helper_parent_that_dies() {
-    let target = std::env::var("FORKSNAP_HELPER_TARGET").expect("run by parent_death_kills_child");
+/// The dying parent, run by `parent_death_kills_child` as a separate process (this same
+/// test, re-executed with `FORKSNAP_HELPER_TARGET` set): starts a long snapshot, prints
+/// the child's pid, and exits without waiting.
+fn act_as_dying_parent(target: &str) -> ! {
     let mut ks = MemKeyspace::new();
     ks.populate(6_000_000, 100);
-    let running = SnapshotOptions::new(&target)
+    let running = SnapshotOptions::new(target)
         .lzf(false)
         .backend(BackendKind::Pwrite)
         .start(&ks)
@@ -40,13 +38,15 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn parent_death_kills_child() {
+    if let Ok(target) = std::env::var("FORKSNAP_HELPER_TARGET") {
+        act_as_dying_parent(&target);
+    }
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("dump.rdb");
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_parent_that_dies",
-            "--ignored",
+            "parent_death_kills_child",
             "--nocapture",
             "--test-threads",
             "1",
