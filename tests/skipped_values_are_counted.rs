@@ -78,9 +78,15 @@ fn skipped_per_database() {
         opts.start(&WithStream).unwrap().wait().unwrap(),
         opts.save(&WithStream).unwrap(),
     ] {
-        assert_eq!(report.keys_per_db, vec![(0, 2), (3, 1)]);
-        assert_eq!(report.skipped_per_db, vec![(0, 1), (3, 1)]);
-        assert_eq!((report.skipped_unsupported, report.skipped_empty), (1, 1));
+        assert_eq!(report.summary.keys_per_db, vec![(0, 2), (3, 1)]);
+        assert_eq!(report.summary.skipped_per_db, vec![(0, 1), (3, 1)]);
+        assert_eq!(
+            (
+                report.summary.skipped_unsupported,
+                report.summary.skipped_empty
+            ),
+            (1, 1)
+        );
         let (ks, _) = load(&std::fs::read(&path).unwrap(), &LoadOptions::default()).unwrap();
         assert_eq!(ks.len(), 3);
     }

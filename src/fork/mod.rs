@@ -19,8 +19,11 @@ use crate::error::{Error, Result};
 use crate::keyspace::Keyspace;
 use crate::pressure::{CowFigures, CowSampler, CowSampling};
 use crate::rdb::EncodeOptions;
+use crate::rdb::EncodeSummary;
 use crate::sink::io::Io;
-use crate::sink::{write_snapshot, BackendKind, Faults, Format, Step, WriteOptions, WriteReport};
+use crate::sink::{
+    write_snapshot, BackendKind, BackendStats, Faults, Format, Step, WriteOptions, WriteReport,
+};
 use report::{Fields, Msg};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,8 +197,7 @@ impl SnapshotOptions {
             progress: Progress::default(),
             fin: None,
             child_error: None,
-            keys_per_db: Vec::new(),
-            skipped_per_db: Vec::new(),
+            summary: EncodeSummary::default(),
             backend_reason: String::new(),
             done: false,
         })
@@ -368,15 +370,10 @@ pub struct Progress {
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotReport {
     pub path: PathBuf,
-    pub keys_per_db: Vec<(u32, u64)>,
-    /// `(db index, keys skipped)`: values RDB cannot hold (streams, modules, empty
-    /// collections).
-    pub skipped_per_db: Vec<(u32, u64)>,
-    pub skipped_unsupported: u64,
-    pub skipped_empty: u64,
-    pub raw_bytes: u64,
+    /// What the encoder wrote: keys and skipped keys per database, RDB bytes, CRC.
+    pub summary: EncodeSummary,
+    /// Bytes in the file (after LZ4 framing, if any).
     pub bytes_written: u64,
-    pub crc: u64,
     /// Time `fork()` took in the parent, µs (0 for `save`).
     pub fork_us: u64,
     /// From `start` until the child was reaped (the span of Redis's BGSAVE).
@@ -385,13 +382,8 @@ pub struct SnapshotReport {
     pub child_cpu: Duration,
     pub backend: Option<BackendKind>,
     pub backend_reason: String,
-    pub submit_calls: u64,
-    pub sqes: u64,
-    pub fixed_buffers: bool,
-    pub write_p50_us: u64,
-    pub write_p99_us: u64,
-    pub write_p999_us: u64,
-    pub write_max_us: u64,
+    /// Submissions, SQEs, fixed buffers, write-completion latency percentiles.
+    pub stats: BackendStats,
     pub cow: CowFigures,
     /// Fraction of one core the CoW sampling used.
     pub cow_sampling_duty: f64,
@@ -401,35 +393,24 @@ impl SnapshotReport {
     fn from_write(r: &WriteReport, path: &Path) -> Self {
         SnapshotReport {
             path: path.to_path_buf(),
-            keys_per_db: r.summary.keys_per_db.clone(),
-            skipped_per_db: r.summary.skipped_per_db.clone(),
-            skipped_unsupported: r.summary.skipped_unsupported,
-            skipped_empty: r.summary.skipped_empty,
-            raw_bytes: r.summary.bytes,
+            summary: r.summary.clone(),
             bytes_written: r.bytes_written,
-            crc: r.summary.crc,
             backend: Some(r.backend),
             backend_reason: r.backend_reason.clone(),
-            submit_calls: r.stats.submit_calls,
-            sqes: r.stats.sqes,
-            fixed_buffers: r.stats.fixed_buffers,
-            write_p50_us: r.stats.p50_us,
-            write_p99_us: r.stats.p99_us,
-            write_p999_us: r.stats.p999_us,
-            write_max_us: r.stats.max_us,
+            stats: r.stats.clone(),
             ..Default::default()
         }
     }
 
     pub fn keys(&self) -> u64 {
-        self.keys_per_db.iter().map(|(_, n)| n).sum()
+        self.summary.keys()
     }
 
     pub fn sqes_per_submit(&self) -> f64 {
-        if self.submit_calls == 0 {
+        if self.stats.submit_calls == 0 {
             0.0
         } else {
-            self.sqes as f64 / self.submit_calls as f64
+            self.stats.sqes as f64 / self.stats.submit_calls as f64
         }
     }
 }
@@ -449,8 +430,8 @@ pub struct RunningSnapshot {
     progress: Progress,
     fin: Option<SnapshotReport>,
     child_error: Option<Error>,
-    keys_per_db: Vec<(u32, u64)>,
-    skipped_per_db: Vec<(u32, u64)>,
+    /// Per-database counts gathered from DB_KEYS messages before FINAL.
+    summary: EncodeSummary,
     backend_reason: String,
     done: bool,
 }
@@ -506,42 +487,47 @@ impl RunningSnapshot {
             }
             report::DB_KEYS => {
                 let db = f.u64() as u32;
-                self.keys_per_db.push((db, f.u64()));
-                self.skipped_per_db.push((db, f.u64()));
+                self.summary.keys_per_db.push((db, f.u64()));
+                self.summary.skipped_per_db.push((db, f.u64()));
             }
             report::BACKEND_REASON => self.backend_reason = f.str(),
             report::FINAL => {
-                let mut r = SnapshotReport {
-                    path: self.target.clone(),
-                    keys_per_db: std::mem::take(&mut self.keys_per_db),
-                    skipped_per_db: std::mem::take(&mut self.skipped_per_db),
-                    skipped_unsupported: f.u64(),
-                    skipped_empty: f.u64(),
-                    raw_bytes: f.u64(),
-                    bytes_written: f.u64(),
-                    crc: f.u64(),
-                    fork_us: self.fork_us,
-                    backend_reason: std::mem::take(&mut self.backend_reason),
-                    ..Default::default()
-                };
-                r.backend = Some(if f.u64() == 1 {
+                let mut summary = std::mem::take(&mut self.summary);
+                summary.skipped_unsupported = f.u64();
+                summary.skipped_empty = f.u64();
+                summary.bytes = f.u64();
+                let bytes_written = f.u64();
+                summary.crc = f.u64();
+                let backend = Some(if f.u64() == 1 {
                     BackendKind::Uring
                 } else {
                     BackendKind::Pwrite
                 });
-                r.submit_calls = f.u64();
-                r.sqes = f.u64();
-                r.write_p50_us = f.u64();
-                r.write_p99_us = f.u64();
-                r.write_p999_us = f.u64();
-                r.write_max_us = f.u64();
-                r.fixed_buffers = f.u64() == 1;
-                r.child_wall = Duration::from_micros(f.u64());
-                let keys = f.u64();
+                let stats = BackendStats {
+                    submit_calls: f.u64(),
+                    sqes: f.u64(),
+                    p50_us: f.u64(),
+                    p99_us: f.u64(),
+                    p999_us: f.u64(),
+                    max_us: f.u64(),
+                    fixed_buffers: f.u64() == 1,
+                };
+                let child_wall = Duration::from_micros(f.u64());
                 self.progress = Progress {
-                    keys,
-                    raw_bytes: r.raw_bytes,
-                    bytes_written: r.bytes_written,
+                    keys: f.u64(),
+                    raw_bytes: summary.bytes,
+                    bytes_written,
+                };
+                let r = SnapshotReport {
+                    path: self.target.clone(),
+                    summary,
+                    bytes_written,
+                    fork_us: self.fork_us,
+                    child_wall,
+                    backend,
+                    backend_reason: std::mem::take(&mut self.backend_reason),
+                    stats,
+                    ..Default::default()
                 };
                 self.fin = Some(r);
             }
