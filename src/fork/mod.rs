@@ -40,6 +40,9 @@ pub struct SnapshotOptions {
     /// Abort when copy-on-write exceeds this many bytes.
     pub cow_budget: Option<u64>,
     pub cow_sampling: CowSampling,
+    /// The child measures its own memory (`Private_Dirty` of `/proc/self/smaps_rollup`)
+    /// once the file is in place; see [`SnapshotReport::child_private_bytes`].
+    pub probe_child_memory: bool,
 }
 
 impl SnapshotOptions {
@@ -52,6 +55,7 @@ impl SnapshotOptions {
             write: WriteOptions::default(),
             cow_budget: None,
             cow_sampling: CowSampling::default(),
+            probe_child_memory: false,
         }
     }
     /// Plain RDB or an LZ4 frame. LZ4 turns LZF off (the frame compresses instead).
@@ -109,6 +113,13 @@ impl SnapshotOptions {
     }
     pub fn cow_sampling(mut self, s: CowSampling) -> Self {
         self.cow_sampling = s;
+        self
+    }
+    /// Measure the child's own memory at its end. The read walks the child's page tables
+    /// (about 5 ms per GiB mapped, counted in the snapshot's wall time), so it is off by
+    /// default; benchmarks turn it on in a separate run.
+    pub fn probe_child_memory(mut self, on: bool) -> Self {
+        self.probe_child_memory = on;
         self
     }
     /// A fault plan (tests).
@@ -296,6 +307,16 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     );
     match res {
         Ok(r) => {
+            // Read after the file is in place: everything the child allocated or copied is
+            // resident by now. No mutator may run in the parent for this to mean "the
+            // child's own" (a page the parent rewrites becomes the child's alone too).
+            let (private, probe_us) = if opts.probe_child_memory {
+                let p = Instant::now();
+                let v = crate::pressure::private_dirty(me).unwrap_or(u64::MAX);
+                (v, p.elapsed().as_micros() as u64)
+            } else {
+                (u64::MAX, 0)
+            };
             let dbs = r.summary.keys_per_db.iter().zip(&r.summary.skipped_per_db);
             for ((db, n), (_, skipped)) in dbs {
                 let mut m = Msg::new(report::DB_KEYS)
@@ -325,7 +346,9 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
                 .u64(s.max_us)
                 .u64(u64::from(s.fixed_buffers))
                 .u64(t.elapsed().as_micros() as u64)
-                .u64(r.summary.keys());
+                .u64(r.summary.keys())
+                .u64(private)
+                .u64(probe_us);
             send(wr, &mut m, true);
             true
         }
@@ -387,6 +410,11 @@ pub struct SnapshotReport {
     pub cow: CowFigures,
     /// Fraction of one core the CoW sampling used.
     pub cow_sampling_duty: f64,
+    /// The child's own memory at its end (its `Private_Dirty`: buffers, arenas, ring, and
+    /// any shared page it wrote), when [`SnapshotOptions::probe_child_memory`] was set.
+    pub child_private_bytes: Option<u64>,
+    /// What that measurement took in the child (included in `child_wall` and `wall`).
+    pub child_probe: Duration,
 }
 
 impl SnapshotReport {
@@ -518,6 +546,8 @@ impl RunningSnapshot {
                     raw_bytes: summary.bytes,
                     bytes_written,
                 };
+                let child_private_bytes = Some(f.u64()).filter(|&b| b != u64::MAX);
+                let child_probe = Duration::from_micros(f.u64());
                 let r = SnapshotReport {
                     path: self.target.clone(),
                     summary,
@@ -527,6 +557,8 @@ impl RunningSnapshot {
                     backend,
                     backend_reason: std::mem::take(&mut self.backend_reason),
                     stats,
+                    child_private_bytes,
+                    child_probe,
                     ..Default::default()
                 };
                 self.fin = Some(r);
