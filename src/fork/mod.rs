@@ -168,6 +168,7 @@ impl SnapshotOptions {
             ));
         }
         let (rd, wr) = (fds[0], fds[1]);
+        crate::rdb::Crc64::prepare();
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let t = Instant::now();
@@ -262,6 +263,8 @@ fn child_main(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32, parent: i32) -
     // SAFETY: prctl/getppid/signal/fcntl are async-signal-safe syscalls on this process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A name of its own in ps, top and perf (`perf report --comm forksnap-child`).
+        libc::prctl(libc::PR_SET_NAME, c"forksnap-child".as_ptr());
         if libc::getppid() != parent {
             libc::_exit(3);
         }

@@ -19,7 +19,7 @@
 
 use super::listpack::{self, LpWriter};
 use super::num::{canonical_i64, format_i64, score_text, ScoreText};
-use super::{intset, limits, lzf, opcodes, types, CRC64, MAX_WRITE_VERSION, MIN_WRITE_VERSION};
+use super::{intset, limits, lzf, opcodes, types, Crc64, MAX_WRITE_VERSION, MIN_WRITE_VERSION};
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
 use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
@@ -105,7 +105,7 @@ impl EncodeSummary {
 struct Out<S> {
     sink: S,
     buf: ChunkBuf,
-    crc: crc::Digest<'static, u64, crc::Table<16>>,
+    crc: Crc64,
     flushed: u64,
     crossed_chunk: bool,
 }
@@ -274,7 +274,7 @@ impl<S: ChunkSink> Encoder<S> {
             out: Out {
                 sink,
                 buf: chunk,
-                crc: CRC64.digest(),
+                crc: Crc64::new(),
                 flushed: 0,
                 crossed_chunk: false,
             },
@@ -564,7 +564,7 @@ impl<S: ChunkSink> Encoder<S> {
         self.out.byte(opcodes::EOF)?;
         // The CRC covers everything up to and including EOF; the trailer may straddle a
         // chunk boundary, so fold the current chunk in before appending it.
-        let mut crc = self.out.crc.clone();
+        let mut crc = self.out.crc;
         crc.update(self.out.buf.as_slice());
         let sum = crc.finalize();
         // Hand-offs from here on must not fold the trailer into the CRC again; the digest

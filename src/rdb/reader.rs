@@ -8,7 +8,7 @@
 
 use super::listpack::{self, Elem};
 use super::num::parse_score;
-use super::{intset, lzf, opcodes, types, ziplist, CRC64};
+use super::{intset, lzf, opcodes, types, ziplist, Crc64};
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::keyspace::{MemKeyspace, MemValue};
@@ -388,7 +388,7 @@ impl<'a> Reader<'a, '_> {
         if stored == 0 {
             return Ok(());
         }
-        let got = CRC64.checksum(&self.b[..=eof_at]);
+        let got = Crc64::checksum(&self.b[..=eof_at]);
         if got != stored {
             return Err(Error::ChecksumMismatch {
                 what: "RDB CRC-64",
@@ -791,7 +791,7 @@ mod tests {
             f.extend_from_slice(val);
         }
         f.push(0xFF);
-        let crc = CRC64.checksum(&f);
+        let crc = Crc64::checksum(&f);
         f.extend_from_slice(&crc.to_le_bytes());
         f
     }
