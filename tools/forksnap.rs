@@ -1,21 +1,20 @@
-//! `forksnap`: verify, inspect and convert RDB files; `bench` snapshots a built-in
-//! dataset. The exit-code and output contract is relied on by scripts: see README.md.
+//! `forksnap`: verify, inspect and convert RDB files (benchmarks: `snapbench`).
+//! The exit-code and output contract is relied on by scripts: see README.md.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use forksnap::rdb::reader::{load_with, KeyInfo};
 use forksnap::rdb::{load, types, LoadOptions};
-use forksnap::{BackendKind, Format, MemKeyspace, SnapshotOptions};
+use forksnap::{BackendKind, Format, SnapshotOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
     name = "forksnap",
     version,
-    about = "Redis-compatible RDB snapshots: verify, inspect, convert, bench"
+    about = "Redis-compatible RDB snapshots: verify, inspect, convert"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,28 +69,6 @@ enum Cmd {
         #[arg(long)]
         direct: bool,
     },
-    /// Snapshot a built-in DEBUG POPULATE-shaped dataset through the fork pipeline in
-    /// each format and backend, and report what each cost.
-    Bench {
-        #[arg(long, default_value_t = 1_000_000)]
-        keys: u64,
-        #[arg(long, default_value_t = 100)]
-        value_size: usize,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Overwrite values in the parent while the child writes (the CoW worst case).
-        #[arg(long)]
-        mutate: bool,
-        /// Also time O_DIRECT runs.
-        #[arg(long)]
-        direct: bool,
-        /// Writer threads in the child (0: frame and write on the encoding thread).
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-        /// Directory for the snapshot files (default: the system temp dir).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -144,15 +121,6 @@ fn run(cli: Cli) -> Result<(), String> {
             backend,
             direct,
         ),
-        Cmd::Bench {
-            keys,
-            value_size,
-            runs,
-            mutate,
-            direct,
-            workers,
-            dir,
-        } => bench(keys, value_size, runs, mutate, direct, workers, dir),
     }
 }
 
@@ -376,127 +344,4 @@ fn convert(
         }
     ));
     Ok(())
-}
-
-struct Run {
-    wall: f64,
-    report: forksnap::SnapshotReport,
-    mutations: u64,
-}
-
-/// One forked snapshot; the parent overwrites values in place while it runs if `mutate`.
-fn one_run(ks: &mut MemKeyspace, opts: &SnapshotOptions, mutate: bool) -> Result<Run, String> {
-    let keys = ks.len() as u64;
-    let t = Instant::now();
-    let mut running = opts.start(ks).map_err(|e| e.to_string())?;
-    let mut mutations = 0u64;
-    let mut x: u64 = 0x2545F4914F6CDD1D;
-    let mut key = Vec::with_capacity(32);
-    let report = loop {
-        if mutate {
-            let db = ks.db_mut(0);
-            for _ in 0..1000 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                key.clear();
-                key.extend_from_slice(b"key:");
-                key.extend_from_slice((x % keys).to_string().as_bytes());
-                if let Some(forksnap::MemValue::Str(v)) = db.get_mut(&key) {
-                    v[v.len() - 1] ^= 1;
-                    mutations += 1;
-                }
-            }
-        } else {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        if let Some(r) = running.poll().map_err(|e| e.to_string())? {
-            break r;
-        }
-    };
-    Ok(Run {
-        wall: t.elapsed().as_secs_f64(),
-        report,
-        mutations,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    keys: u64,
-    value_size: usize,
-    runs: usize,
-    mutate: bool,
-    direct: bool,
-    workers: usize,
-    dir: Option<PathBuf>,
-) -> Result<(), String> {
-    let t = Instant::now();
-    let mut ks = MemKeyspace::new();
-    ks.populate(keys, value_size);
-    out(&format!(
-        "dataset: DEBUG POPULATE {keys} key {value_size} built in {:.2} s; {} run(s) each, median shown; {workers} writer thread(s){}",
-        t.elapsed().as_secs_f64(),
-        runs.max(1),
-        if mutate { "; parent overwrites random values during each snapshot" } else { "" }
-    ));
-    let dir = match dir {
-        Some(d) => d,
-        None => tempfile_dir()?,
-    };
-    out("format   backend       wall_s  fork_us  child_cpu_s  RDB_MB/s   file_bytes  sqes/submit  write_p99_us  cow_peak_MiB  mutations/s  cow_duty_%");
-    let mut cases = Vec::new();
-    for (name, format, lzf) in [
-        ("rdb", Format::Rdb, false),
-        ("rdb-lzf", Format::Rdb, true),
-        ("lz4", Format::Lz4, false),
-    ] {
-        for (bname, backend, d) in [
-            ("uring", BackendKind::Uring, false),
-            ("pwrite", BackendKind::Pwrite, false),
-            ("uring+direct", BackendKind::Uring, true),
-        ] {
-            if d && !direct {
-                continue;
-            }
-            cases.push((name, format, lzf, bname, backend, d));
-        }
-    }
-    for (name, format, lzf, bname, backend, d) in cases {
-        let path = dir.join(format!("bench-{name}-{bname}.rdb"));
-        let opts = SnapshotOptions::new(&path)
-            .format(format)
-            .lzf(lzf)
-            .backend(backend)
-            .direct(d);
-        let mut results = Vec::new();
-        for _ in 0..runs.max(1) {
-            results.push(one_run(&mut ks, &opts, mutate)?);
-        }
-        results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
-        let m = &results[results.len() / 2];
-        let r = &m.report;
-        out(&format!(
-            "{name:<8} {bname:<12} {:>7.3} {:>8} {:>12.3} {:>9.0} {:>12} {:>12.2} {:>13} {:>13.1} {:>12.0} {:>11.2}",
-            m.wall,
-            r.fork_us,
-            r.child_cpu.as_secs_f64(),
-            r.summary.bytes as f64 / m.wall / 1e6,
-            r.bytes_written,
-            r.sqes_per_submit(),
-            r.stats.p99_us,
-            r.cow.peak_bytes as f64 / (1 << 20) as f64,
-            m.mutations as f64 / m.wall,
-            r.cow_sampling_duty * 100.0,
-        ));
-        let _ = std::fs::remove_file(&path);
-    }
-    let _ = std::fs::remove_dir(&dir);
-    Ok(())
-}
-
-fn tempfile_dir() -> Result<PathBuf, String> {
-    let d = std::env::temp_dir().join(format!("forksnap-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
-    Ok(d)
 }

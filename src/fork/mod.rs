@@ -41,7 +41,7 @@ pub struct SnapshotOptions {
     pub cow_budget: Option<u64>,
     pub cow_sampling: CowSampling,
     /// The child measures its own memory (`Private_Dirty` of `/proc/self/smaps_rollup`)
-    /// once the file is in place; see [`SnapshotReport::child_private_bytes`].
+    /// half-way through its walk; see [`SnapshotReport::child_private_bytes`].
     pub probe_child_memory: bool,
 }
 
@@ -115,7 +115,7 @@ impl SnapshotOptions {
         self.cow_sampling = s;
         self
     }
-    /// Measure the child's own memory at its end. The read walks the child's page tables
+    /// Measure the child's own memory half-way through the walk. The read walks the child's page tables
     /// (about 5 ms per GiB mapped, counted in the snapshot's wall time), so it is off by
     /// default; benchmarks turn it on in a separate run.
     pub fn probe_child_memory(mut self, on: bool) -> Self {
@@ -292,12 +292,24 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         opts.write.faults.clone(),
     );
     let mut last = Instant::now();
+    // The memory probe runs once, half-way through the walk: by then the arenas, chunk
+    // buffers and ring are all in use (the encoder allocates nothing more in steady
+    // state, tests/encoder_steady_state_allocs.rs), and none has been freed yet.
+    let total: u64 = ks.databases().iter().map(|d| d.keys).sum();
+    let mut probe = opts.probe_child_memory.then_some((u64::MAX, 0u64));
     let res = write_snapshot(
         ks,
         &opts.encode,
         &opts.write,
         &mut io,
         &mut |keys, raw, written| {
+            if let Some((bytes @ u64::MAX, us)) = probe.as_mut() {
+                if keys >= total / 2 {
+                    let p = Instant::now();
+                    *bytes = crate::pressure::private_dirty(me).unwrap_or(u64::MAX - 1);
+                    *us = p.elapsed().as_micros() as u64;
+                }
+            }
             if last.elapsed() >= Duration::from_millis(200) {
                 last = Instant::now();
                 send(
@@ -310,15 +322,17 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     );
     match res {
         Ok(r) => {
-            // Read after the file is in place: everything the child allocated or copied is
-            // resident by now. No mutator may run in the parent for this to mean "the
-            // child's own" (a page the parent rewrites becomes the child's alone too).
-            let (private, probe_us) = if opts.probe_child_memory {
-                let p = Instant::now();
-                let v = crate::pressure::private_dirty(me).unwrap_or(u64::MAX);
-                (v, p.elapsed().as_micros() as u64)
-            } else {
-                (u64::MAX, 0)
+            // No mutator may run in the parent for the probe to mean "the child's own"
+            // (a page the parent rewrites becomes the child's alone too). A keyspace too
+            // small for a progress call mid-walk is probed now (its buffers are freed).
+            let (private, probe_us) = match probe {
+                Some((u64::MAX, _)) => {
+                    let p = Instant::now();
+                    let v = crate::pressure::private_dirty(me).unwrap_or(u64::MAX);
+                    (v, p.elapsed().as_micros() as u64)
+                }
+                Some((v, us)) => (v, us),
+                None => (u64::MAX, 0),
             };
             let dbs = r.summary.keys_per_db.iter().zip(&r.summary.skipped_per_db);
             for ((db, n), (_, skipped)) in dbs {
@@ -413,8 +427,9 @@ pub struct SnapshotReport {
     pub cow: CowFigures,
     /// Fraction of one core the CoW sampling used.
     pub cow_sampling_duty: f64,
-    /// The child's own memory at its end (its `Private_Dirty`: buffers, arenas, ring, and
-    /// any shared page it wrote), when [`SnapshotOptions::probe_child_memory`] was set.
+    /// The child's own memory half-way through its walk (its `Private_Dirty`: buffers,
+    /// arenas, ring, and any shared page it wrote), when
+    /// [`SnapshotOptions::probe_child_memory`] was set.
     pub child_private_bytes: Option<u64>,
     /// What that measurement took in the child (included in `child_wall` and `wall`).
     pub child_probe: Duration,
@@ -549,7 +564,7 @@ impl RunningSnapshot {
                     raw_bytes: summary.bytes,
                     bytes_written,
                 };
-                let child_private_bytes = Some(f.u64()).filter(|&b| b != u64::MAX);
+                let child_private_bytes = Some(f.u64()).filter(|&b| b < u64::MAX - 1);
                 let child_probe = Duration::from_micros(f.u64());
                 let r = SnapshotReport {
                     path: self.target.clone(),
