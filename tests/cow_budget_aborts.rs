@@ -83,13 +83,16 @@ fn cow_is_measured_while_the_parent_writes() {
         .cow_sampling(sampling)
         .start(&ks)
         .unwrap();
-    // The snapshot may finish before the rewrite does; either way the figures must show
-    // the copying that happened while it ran.
-    let report = match rewrite_all(&mut ks, &mut running) {
-        Some(r) => r.unwrap().expect("poll returns a report when done"),
-        None => running.wait().unwrap(),
-    };
-    // Rewriting values of ~230 MB while the child runs copies tens of MiB at least.
+    // The child is stopped while the parent rewrites, so every rewrite lands while the
+    // snapshot runs (how fast the child is does not matter), then resumed.
+    // SAFETY: signalling the child we just forked.
+    unsafe { libc::kill(running.pid(), libc::SIGSTOP) };
+    let early = rewrite_all(&mut ks, &mut running);
+    // SAFETY: as above.
+    unsafe { libc::kill(running.pid(), libc::SIGCONT) };
+    assert!(early.is_none(), "a stopped child cannot finish: {early:?}");
+    let report = running.wait().unwrap();
+    // Every value (~230 MB of pages) was rewritten while the child held the old pages.
     assert!(
         report.cow.peak_bytes > 32 << 20,
         "CoW peak {} too small: {:?}",

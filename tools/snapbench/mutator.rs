@@ -188,6 +188,17 @@ impl Mutator {
                 std::thread::sleep(Duration::from_micros(50));
             }
         };
+        // The last, partial bucket (a short snapshot may end inside the first one).
+        if !bucket.is_empty() {
+            let cow = snapshot.as_ref().map_or(0, |s| s.cow().current_bytes);
+            series.push(Point {
+                t_s: start.elapsed().as_secs_f64(),
+                cow_bytes: cow,
+                writes: bucket.len(),
+                p99_ns: bucket.value_at_quantile(0.99),
+                max_ns: bucket.max(),
+            });
+        }
         Ok((
             Load {
                 hist,
