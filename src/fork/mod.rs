@@ -115,9 +115,10 @@ impl SnapshotOptions {
         self.cow_sampling = s;
         self
     }
-    /// Measure the child's own memory half-way through the walk. The read walks the child's page tables
-    /// (about 5 ms per GiB mapped, counted in the snapshot's wall time), so it is off by
-    /// default; benchmarks turn it on in a separate run.
+    /// Measure the child's own memory half-way through the walk. The read walks the
+    /// child's page tables (46–57 ms for a 2 GiB child, `tools/smaps-cost.py`), counted in
+    /// the snapshot's wall time, so it is off by default; snapbench turns it on in a
+    /// separate, untimed run.
     pub fn probe_child_memory(mut self, on: bool) -> Self {
         self.probe_child_memory = on;
         self
@@ -296,18 +297,22 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     // buffers and ring are all in use (the encoder allocates nothing more in steady
     // state, tests/encoder_steady_state_allocs.rs), and none has been freed yet.
     let total: u64 = ks.databases().iter().map(|d| d.keys).sum();
-    let mut probe = opts.probe_child_memory.then_some((u64::MAX, 0u64));
+    // `Some(None)`: wanted, not taken yet; `Some(Some((bytes, µs)))`: taken.
+    let mut probe: Option<Option<(Option<u64>, u64)>> = opts.probe_child_memory.then_some(None);
+    let take_probe = || {
+        let p = Instant::now();
+        let bytes = crate::pressure::private_dirty(me);
+        (bytes, p.elapsed().as_micros() as u64)
+    };
     let res = write_snapshot(
         ks,
         &opts.encode,
         &opts.write,
         &mut io,
         &mut |keys, raw, written| {
-            if let Some((bytes @ u64::MAX, us)) = probe.as_mut() {
+            if let Some(slot @ None) = probe.as_mut() {
                 if keys >= total / 2 {
-                    let p = Instant::now();
-                    *bytes = crate::pressure::private_dirty(me).unwrap_or(u64::MAX - 1);
-                    *us = p.elapsed().as_micros() as u64;
+                    *slot = Some(take_probe());
                 }
             }
             if last.elapsed() >= Duration::from_millis(200) {
@@ -326,13 +331,9 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
             // (a page the parent rewrites becomes the child's alone too). A keyspace too
             // small for a progress call mid-walk is probed now (its buffers are freed).
             let (private, probe_us) = match probe {
-                Some((u64::MAX, _)) => {
-                    let p = Instant::now();
-                    let v = crate::pressure::private_dirty(me).unwrap_or(u64::MAX);
-                    (v, p.elapsed().as_micros() as u64)
-                }
-                Some((v, us)) => (v, us),
-                None => (u64::MAX, 0),
+                Some(None) => take_probe(),
+                Some(Some(taken)) => taken,
+                None => (None, 0),
             };
             let dbs = r.summary.keys_per_db.iter().zip(&r.summary.skipped_per_db);
             for ((db, n), (_, skipped)) in dbs {
@@ -364,7 +365,8 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
                 .u64(u64::from(s.fixed_buffers))
                 .u64(t.elapsed().as_micros() as u64)
                 .u64(r.summary.keys())
-                .u64(private)
+                // u64::MAX: not measured.
+                .u64(private.unwrap_or(u64::MAX))
                 .u64(probe_us);
             send(wr, &mut m, true);
             true
@@ -564,7 +566,7 @@ impl RunningSnapshot {
                     raw_bytes: summary.bytes,
                     bytes_written,
                 };
-                let child_private_bytes = Some(f.u64()).filter(|&b| b < u64::MAX - 1);
+                let child_private_bytes = Some(f.u64()).filter(|&b| b != u64::MAX);
                 let child_probe = Duration::from_micros(f.u64());
                 let r = SnapshotReport {
                     path: self.target.clone(),

@@ -21,6 +21,21 @@ pub struct Point {
 
 pub const BUCKET: Duration = Duration::from_millis(20);
 
+impl Point {
+    /// Closes a bucket at `t` (since the start): its figures, then an empty bucket.
+    fn of(bucket: &mut Histogram<u64>, t: Duration, cow_bytes: u64) -> Point {
+        let p = Point {
+            t_s: t.as_secs_f64(),
+            cow_bytes,
+            writes: bucket.len(),
+            p99_ns: bucket.value_at_quantile(0.99),
+            max_ns: bucket.max(),
+        };
+        bucket.reset();
+        p
+    }
+}
+
 pub struct Load {
     pub hist: Histogram<u64>,
     pub series: Vec<Point>,
@@ -161,14 +176,7 @@ impl Mutator {
             }
             if Instant::now() >= next_bucket {
                 let cow = snapshot.as_ref().map_or(0, |s| s.cow().current_bytes);
-                series.push(Point {
-                    t_s: (next_bucket - start).as_secs_f64(),
-                    cow_bytes: cow,
-                    writes: bucket.len(),
-                    p99_ns: bucket.value_at_quantile(0.99),
-                    max_ns: bucket.max(),
-                });
-                bucket.reset();
+                series.push(Point::of(&mut bucket, next_bucket - start, cow));
                 next_bucket += BUCKET;
             }
             match snapshot.as_deref_mut() {
@@ -191,13 +199,7 @@ impl Mutator {
         // The last, partial bucket (a short snapshot may end inside the first one).
         if !bucket.is_empty() {
             let cow = snapshot.as_ref().map_or(0, |s| s.cow().current_bytes);
-            series.push(Point {
-                t_s: start.elapsed().as_secs_f64(),
-                cow_bytes: cow,
-                writes: bucket.len(),
-                p99_ns: bucket.value_at_quantile(0.99),
-                max_ns: bucket.max(),
-            });
+            series.push(Point::of(&mut bucket, start.elapsed(), cow));
         }
         Ok((
             Load {
