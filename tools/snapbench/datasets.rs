@@ -259,7 +259,9 @@ fn mixed_key(spec: &Spec, i: u64, t: &mut dyn Target) {
                 let score = match r.next() % 3 {
                     0 => (r.next() % 100_000) as f64,
                     1 => (r.next() % 1_000_000) as f64 / 7.0,
-                    _ => -((r.next() % 1000) as f64) * 0.5,
+                    // Never -0.0: ZADD turns it into 0 while an RDB keeps it, and the
+                    // commands (--emit-commands) must enter exactly this data.
+                    _ => -(((r.next() % 1000) + 1) as f64) * 0.5,
                 };
                 (format!("player:{j}").into_bytes(), score)
             }))
