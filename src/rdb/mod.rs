@@ -20,7 +20,7 @@ pub use reader::{load, load_file, LoadOptions, LoadReport};
 
 /// CRC-64/Jones as Redis computes it (the catalogue's CRC-64/REDIS), by `crc-fast`'s
 /// carry-less-multiply folding (PCLMULQDQ; a table fallback elsewhere). It replaced the
-/// `crc` crate's slice-by-16 table (3.5 GiB/s) after a profile of the 10M-key child showed
+/// `crc` crate's slice-by-16 table (3.4 GiB/s) after a profile of the 10M-key child showed
 /// CRC at 47% of its time: `cargo bench --bench encode -- checksums` has both side by side.
 #[derive(Clone, Copy)]
 pub struct Crc64(crc_fast::Digest);
