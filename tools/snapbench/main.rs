@@ -260,11 +260,12 @@ struct RunOut {
 fn run(cli: Cli) -> Result<(), String> {
     let specs = specs(&cli)?;
     if cli.emit_commands {
+        let [spec] = &specs[..] else {
+            return Err("--emit-commands writes one dataset: give --dataset".into());
+        };
         let stdout = std::io::stdout().lock();
         let mut cmds = datasets::Commands::new(std::io::BufWriter::with_capacity(1 << 20, stdout));
-        for s in &specs[..1] {
-            datasets::generate(s, &mut cmds);
-        }
+        datasets::generate(spec, &mut cmds);
         return cmds
             .finish()
             .map_err(|e| format!("writing commands to stdout: {e}"));
