@@ -163,6 +163,37 @@ struct Slot {
     value: MemValue,
 }
 
+/// How many slots ahead the walk asks the CPU to fetch a slot's key and value. Without
+/// it the walk stalls on a cache miss at each key's first byte (`perf annotate`: 86% of
+/// `entry_header` on that load); 8 and 16 measured alike, both halving the child's CPU
+/// time for 10M populate keys (README, Performance).
+const PREFETCH_KEYS_AHEAD: usize = 16;
+
+impl Slot {
+    /// Hints the CPU to start loading the key and string value this slot points to, so
+    /// the walk does not stall on a cache miss per key. A hint only: it never faults.
+    #[inline(always)]
+    fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: prefetch is a hint that does not dereference its argument in the
+            // language's sense: it cannot fault, and the pointers are valid anyway.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(self.key.as_ptr().cast());
+                let value: *const i8 = match &self.value {
+                    MemValue::Str(v) => v.as_ptr().cast(),
+                    MemValue::Int(_) => return,
+                    MemValue::List(v) | MemValue::Set(v) => v.as_ptr().cast(),
+                    MemValue::ZSet(v) => v.as_ptr().cast(),
+                    MemValue::Hash(v) => v.as_ptr().cast(),
+                };
+                _mm_prefetch::<_MM_HINT_T0>(value);
+            }
+        }
+    }
+}
+
 /// One database of a [`MemKeyspace`].
 #[derive(Clone, Default)]
 pub struct MemDb {
@@ -422,7 +453,11 @@ impl Keyspace for MemKeyspace {
         let Some(d) = self.dbs.get(db as usize) else {
             return;
         };
-        for s in &d.slots {
+        let slots = &d.slots[..];
+        for (i, s) in slots.iter().enumerate() {
+            if let Some(ahead) = slots.get(i + PREFETCH_KEYS_AHEAD) {
+                ahead.prefetch();
+            }
             let e = Entry {
                 key: &s.key,
                 expire_ms: (s.expire_ms != NO_EXPIRE).then_some(s.expire_ms),

@@ -100,5 +100,9 @@ pub trait Keyspace: Sync {
 
     /// Calls `visit` for every entry of database `db`, in any order, until `visit`
     /// returns `ControlFlow::Break`.
+    ///
+    /// A walk over millions of small keys is bound by the cache miss at each entry's
+    /// first touch, not by encoding: prefetching a few entries ahead (as [`MemKeyspace`]
+    /// does) halved the child's CPU time for 10M populate keys.
     fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>);
 }
