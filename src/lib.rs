@@ -19,6 +19,8 @@ pub mod sink;
 
 pub use buf::ChunkBuf;
 pub use error::{Error, Result};
-pub use fork::{snapshot_running, Progress, RunningSnapshot, SnapshotOptions, SnapshotReport};
+pub use fork::{
+    snapshot_running, ChildPriority, Progress, RunningSnapshot, SnapshotOptions, SnapshotReport,
+};
 pub use keyspace::{Entry, Keyspace, MemKeyspace, MemValue, Value};
 pub use sink::{save, BackendKind, Faults, Format, SaveOptions, SaveReport, Step};

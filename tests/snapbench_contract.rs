@@ -71,6 +71,7 @@ fn json_runs_describe_the_file_they_kept() {
             "keys_per_s",
             "child_cpu_s",
             "write_p99_us",
+            "child_priority",
         ] {
             assert!(!r[f].is_null(), "field {f} missing in {r}");
         }
@@ -119,6 +120,10 @@ fn bad_flags_get_one_clear_error() {
 
     let o = snapbench(&["--rdb-version", "8"]);
     assert_eq!(o.status.code(), Some(2), "clap rejects it");
+
+    let o = snapbench(&["--child-priority", "nice:20"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nice:N with N in 0..=19"));
 }
 
 #[test]

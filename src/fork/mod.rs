@@ -31,6 +31,62 @@ use std::time::{Duration, Instant};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// How the child competes with the parent for CPU.
+///
+/// On a machine with few cores the child (encoding at full speed) and the serving parent
+/// share them, and a parent thread that wakes to serve a request can wait for the child's
+/// time slice. Measured with snapbench (10M populate keys, 100k overwrites/s in the
+/// parent, 4 alternated runs each, README Performance): the parent's write p99 during the
+/// snapshot was 8.5–26 µs inheriting the parent's policy, 7.9–8.6 µs with `Batch`, against
+/// 3.0–3.8 µs with no snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChildPriority {
+    /// The parent's scheduling policy and nice value, unchanged.
+    Inherit,
+    /// `SCHED_BATCH`: the same CPU share as the parent, but it does not preempt the
+    /// parent's wake-ups, so a busy parent slows the snapshot only by the CPU it uses.
+    #[default]
+    Batch,
+    /// `SCHED_IDLE`: runs only when nothing else wants the CPU; a parent that keeps every
+    /// core busy can stall the snapshot indefinitely.
+    Idle,
+    /// The parent's policy at this nice value (0 to 19; it can only lower the priority,
+    /// which needs no privilege).
+    Nice(i32),
+}
+
+impl ChildPriority {
+    fn validate(self) -> Result<()> {
+        match self {
+            ChildPriority::Nice(n) if !(0..=19).contains(&n) => Err(Error::InvalidOption(format!(
+                "child nice value {n} is outside 0..=19"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies to the calling process (the child, before it starts any thread, so its
+    /// threads inherit it). A hint: if the kernel refuses, the child runs as the parent.
+    fn apply(self) {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscalls on this process with a valid, live `sched_param`.
+        unsafe {
+            match self {
+                ChildPriority::Inherit => {}
+                ChildPriority::Batch => {
+                    libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+                }
+                ChildPriority::Idle => {
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                }
+                ChildPriority::Nice(n) => {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, n);
+                }
+            }
+        }
+    }
+}
+
 /// Everything a snapshot needs to know; one builder for `save` and `start`.
 #[derive(Clone, Debug)]
 pub struct SnapshotOptions {
@@ -43,11 +99,14 @@ pub struct SnapshotOptions {
     /// The child measures its own memory (`Private_Dirty` of `/proc/self/smaps_rollup`)
     /// half-way through its walk; see [`SnapshotReport::child_private_bytes`].
     pub probe_child_memory: bool,
+    /// The child's scheduling class; see [`ChildPriority`].
+    pub child_priority: ChildPriority,
 }
 
 impl SnapshotOptions {
     /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, io_uring (pwrite fallback),
-    /// 4 writes in flight, writeback paced every 4 MiB, no CoW budget.
+    /// 4 writes in flight, writeback paced every 4 MiB, no CoW budget, child at
+    /// `SCHED_BATCH`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SnapshotOptions {
             path: path.into(),
@@ -56,6 +115,7 @@ impl SnapshotOptions {
             cow_budget: None,
             cow_sampling: CowSampling::default(),
             probe_child_memory: false,
+            child_priority: ChildPriority::default(),
         }
     }
     /// Plain RDB or an LZ4 frame. LZ4 turns LZF off (the frame compresses instead).
@@ -123,6 +183,10 @@ impl SnapshotOptions {
         self.probe_child_memory = on;
         self
     }
+    pub fn child_priority(mut self, p: ChildPriority) -> Self {
+        self.child_priority = p;
+        self
+    }
     /// A fault plan (tests).
     pub fn faults(mut self, f: Faults) -> Self {
         self.write.faults = f;
@@ -143,6 +207,7 @@ impl SnapshotOptions {
     /// Forks; the child writes the snapshot while the caller goes on.
     pub fn start(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
         self.encode.validate()?;
+        self.child_priority.validate()?;
         if ACTIVE
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -273,6 +338,7 @@ fn child_main(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32, parent: i32) -
         libc::signal(libc::SIGUSR1, libc::SIG_DFL);
         libc::fcntl(wr, libc::F_SETFL, libc::O_NONBLOCK);
     }
+    opts.child_priority.apply();
     let code =
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_run(ks, opts, wr))) {
             Ok(true) => 0,

@@ -16,7 +16,9 @@ mod svg;
 use clap::{Parser, ValueEnum};
 use datasets::{Dataset, Spec, Values};
 use forksnap::rdb::{encode, ChunkSink, EncodeOptions};
-use forksnap::{BackendKind, ChunkBuf, Format, MemKeyspace, SnapshotOptions, SnapshotReport};
+use forksnap::{
+    BackendKind, ChildPriority, ChunkBuf, Format, MemKeyspace, SnapshotOptions, SnapshotReport,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use mutator::{Load, Mutator, Point};
 use serde_json::{json, Value as Json};
@@ -57,6 +59,10 @@ struct Cli {
     /// Writer threads in the child (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1))]
     workers: u64,
+    /// The child's scheduling class: batch (the library's default), inherit, idle, or
+    /// nice:N (0..=19).
+    #[arg(long, default_value = "batch", value_parser = parse_priority)]
+    child_priority: ChildPriority,
     /// fork (BGSAVE-like), inproc (`SnapshotOptions::save`), file (encode + buffered
     /// std::fs::File). Default: all three.
     #[arg(long, value_enum)]
@@ -90,6 +96,29 @@ struct Cli {
     /// Print the dataset as Redis commands (RESP, for `redis-cli --pipe`) and exit.
     #[arg(long)]
     emit_commands: bool,
+}
+
+fn parse_priority(s: &str) -> Result<ChildPriority, String> {
+    match s {
+        "batch" => Ok(ChildPriority::Batch),
+        "inherit" => Ok(ChildPriority::Inherit),
+        "idle" => Ok(ChildPriority::Idle),
+        _ => match s.strip_prefix("nice:").map(str::parse::<i32>) {
+            Some(Ok(n)) if (0..=19).contains(&n) => Ok(ChildPriority::Nice(n)),
+            _ => Err(format!(
+                "`{s}`: expected batch, inherit, idle or nice:N with N in 0..=19"
+            )),
+        },
+    }
+}
+
+fn priority_name(p: ChildPriority) -> String {
+    match p {
+        ChildPriority::Batch => "batch".into(),
+        ChildPriority::Inherit => "inherit".into(),
+        ChildPriority::Idle => "idle".into(),
+        ChildPriority::Nice(n) => format!("nice:{n}"),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -331,8 +360,9 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
         if !cli.json {
             bar.suspend(|| {
                 out(&format!(
-                    "\ndataset {label}: {keys_total} keys, built in {build_s:.1} s; median of {runs} run(s); RDB version {}",
-                    cli.rdb_version
+                    "\ndataset {label}: {keys_total} keys, built in {build_s:.1} s; median of {runs} run(s); RDB version {}; child scheduling {}",
+                    cli.rdb_version,
+                    priority_name(cli.child_priority)
                 ));
                 out(&format!(
                     "{:<7} {:<8} {:<13} {:>7} {:>9} {:>8} {:>8} {:>13} {:>6} {:>8} {:>7} {:>6} {:>8} {:>9} {:>10}",
@@ -472,6 +502,7 @@ fn snapshot_options(cli: &Cli, c: &Config, path: &Path) -> SnapshotOptions {
         })
         .direct(c.direct)
         .workers(cli.workers as usize)
+        .child_priority(cli.child_priority)
 }
 
 fn one_run(
@@ -707,6 +738,7 @@ fn emit_json(cli: &Cli, spec: &Spec, c: &Config, kind: &str, run: usize, r: &Run
         "backend_used": rep.and_then(|x| x.backend).map(|b| format!("{b:?}").to_lowercase()),
         "direct": c.direct,
         "workers": cli.workers,
+        "child_priority": priority_name(cli.child_priority),
         "path": path.display().to_string(),
         "wall_s": wall,
         "keys_per_s": r.keys as f64 / wall,
