@@ -359,9 +359,11 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         opts.write.faults.clone(),
     );
     let mut last = Instant::now();
-    // The memory probe runs once, half-way through the walk: by then the arenas, chunk
-    // buffers and ring are all in use (the encoder allocates nothing more in steady
-    // state, tests/encoder_steady_state_allocs.rs), and none has been freed yet.
+    // The memory probe runs once, half-way through the walk (at the latest at the
+    // encoder's report after its last key): by then the arenas, chunk buffers and ring
+    // are all in use (the encoder allocates nothing more in steady state,
+    // tests/encoder_steady_state_allocs.rs), and none has been freed yet
+    // (tests/child_memory_probe.rs).
     let total: u64 = ks.databases().iter().map(|d| d.keys).sum();
     // `Some(None)`: wanted, not taken yet; `Some(Some((bytes, µs)))`: taken.
     let mut probe: Option<Option<(Option<u64>, u64)>> = opts.probe_child_memory.then_some(None);
@@ -394,8 +396,8 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     match res {
         Ok(r) => {
             // No mutator may run in the parent for the probe to mean "the child's own"
-            // (a page the parent rewrites becomes the child's alone too). A keyspace too
-            // small for a progress call mid-walk is probed now (its buffers are freed).
+            // (a page the parent rewrites becomes the child's alone too). The fallback
+            // below serves only a keyspace whose walk yields fewer keys than it declared.
             let (private, probe_us) = match probe {
                 Some(None) => take_probe(),
                 Some(Some(taken)) => taken,

@@ -616,7 +616,8 @@ pub fn encode<S: ChunkSink>(
 /// Keys between two calls of an [`encode_with`] progress callback.
 pub const PROGRESS_EVERY_KEYS: u64 = 4096;
 
-/// [`encode`], calling `progress(&encoder, keys so far)` every [`PROGRESS_EVERY_KEYS`].
+/// [`encode`], calling `progress(&encoder, keys so far)` every [`PROGRESS_EVERY_KEYS`]
+/// and once after the last key (before the final chunk is handed back).
 pub fn encode_with<S: ChunkSink>(
     ks: &dyn Keyspace,
     opts: &EncodeOptions,
@@ -645,6 +646,11 @@ pub fn encode_with<S: ChunkSink>(
         if let Some(x) = err {
             return Err(x);
         }
+    }
+    if keys % PROGRESS_EVERY_KEYS != 0 {
+        // A last report while the encoder's buffers are still alive (a keyspace of a
+        // few huge keys has no other; the child's memory probe relies on it).
+        progress(&enc, keys);
     }
     enc.finish()
 }
