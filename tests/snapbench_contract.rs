@@ -50,13 +50,15 @@ fn json_runs_describe_the_file_they_kept() {
         "2",
         "--mutate-rate",
         "50000",
+        "--load-runs",
+        "2",
         "--no-svg",
         "--out",
         out.to_str().unwrap(),
     ]);
     let rs = runs(&o);
     let kinds: Vec<&str> = rs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["timed", "timed", "load", "memory"]);
+    assert_eq!(kinds, ["timed", "timed", "load", "load", "memory"]);
     let size = std::fs::metadata(&out).unwrap().len();
     for r in &rs {
         for f in [
@@ -91,7 +93,8 @@ fn json_runs_describe_the_file_they_kept() {
     assert!(base["writes"].as_u64().unwrap() > 0, "{load_run}");
     assert!(pw["p99_us"].as_f64().unwrap() >= pw["p50_us"].as_f64().unwrap());
     assert!(load_run["series"].as_array().is_some_and(|s| !s.is_empty()));
-    let own = rs[3]["child_private_bytes"].as_u64().unwrap();
+    assert_eq!(rs[3]["run"], 1, "second load run numbered 1");
+    let own = rs[4]["child_private_bytes"].as_u64().unwrap();
     assert!(own > 0 && own < 1 << 30, "child's own memory {own}");
 
     // The kept file holds exactly DEBUG POPULATE's data.
