@@ -31,6 +31,11 @@ struct Cli {
     /// The child reads the whole region in a loop while the parent writes.
     #[arg(long)]
     busy_child: bool,
+    /// Before forking, map, write and unmap this many MiB, so the pages the CoW faults
+    /// take are ones the host has just backed (a fresh guest page can cost a hypervisor
+    /// fault of its own on first write).
+    #[arg(long, default_value_t = 0)]
+    prewarm_mib: usize,
     /// One JSON object per state instead of the table.
     #[arg(long)]
     json: bool,
@@ -153,6 +158,9 @@ fn run(cli: &Cli) -> Result<(), String> {
     let (private, rest) = all.split_at(cli.writes);
     let (shared, after) = rest.split_at(cli.writes);
     let mut rows = vec![("private (no fork)", time_writes(&region, private))];
+    if cli.prewarm_mib > 0 {
+        drop(Region::new(cli.prewarm_mib << 20)?);
+    }
 
     // SAFETY: the child only reads the region or sleeps, then leaves with _exit; it takes
     // no lock (this program has no other thread).
