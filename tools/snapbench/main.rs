@@ -56,6 +56,12 @@ struct Cli {
     /// Write with O_DIRECT.
     #[arg(long)]
     direct: bool,
+    /// Writes in flight (io_uring).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    queue_depth: u32,
+    /// Bytes per chunk (one write), a multiple of 4096.
+    #[arg(long, default_value_t = 1 << 20)]
+    chunk_size: usize,
     /// Writer threads in the child (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1))]
     workers: u64,
@@ -521,6 +527,8 @@ fn snapshot_options(cli: &Cli, c: &Config, path: &Path) -> SnapshotOptions {
         .direct(c.direct)
         .workers(cli.workers as usize)
         .child_priority(cli.child_priority)
+        .queue_depth(cli.queue_depth)
+        .chunk_size(cli.chunk_size)
 }
 
 fn one_run(
