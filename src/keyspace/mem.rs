@@ -438,18 +438,7 @@ impl MemKeyspace {
 }
 
 fn push_decimal(out: &mut Vec<u8>, v: u64) {
-    let mut buf = [0u8; 20];
-    let mut n = v;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(crate::rdb::num::format_u64(v, &mut [0u8; 20]));
 }
 
 impl Keyspace for MemKeyspace {

@@ -36,7 +36,17 @@ pub fn canonical_i64(s: &[u8]) -> Option<i64> {
 /// Formats `v` in decimal into `buf`, returning the used tail.
 #[inline]
 pub fn format_i64(v: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut n = v.unsigned_abs();
+    let start = buf.len() - format_u64(v.unsigned_abs(), buf).len();
+    if v >= 0 {
+        return &buf[start..];
+    }
+    buf[start - 1] = b'-';
+    &buf[start - 1..]
+}
+
+/// Formats `n` in decimal into the end of `buf`, returning the used tail.
+#[inline]
+pub fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -45,10 +55,6 @@ pub fn format_i64(v: i64, buf: &mut [u8; 20]) -> &[u8] {
         if n == 0 {
             break;
         }
-    }
-    if v < 0 {
-        i -= 1;
-        buf[i] = b'-';
     }
     &buf[i..]
 }
