@@ -719,7 +719,7 @@ fn load_row(c: &Config, r: &RunOut, load: &Load, base: &Load) -> String {
         pair(0.99),
         pair(0.999),
         format!("{:.1} -> {:.1}", base.max_us(), load.max_us()),
-        load.pct_us(0.99) / base.pct_us(0.99).max(1e-9),
+        p99_ratio(r),
         r.report
             .as_ref()
             .map_or(0.0, |x| x.cow.peak_bytes as f64 / 1048576.0),
