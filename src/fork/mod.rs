@@ -207,6 +207,7 @@ impl SnapshotOptions {
     /// Forks; the child writes the snapshot while the caller goes on.
     pub fn start(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
         self.encode.validate()?;
+        self.write.validate()?;
         self.child_priority.validate()?;
         if ACTIVE
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)

@@ -13,7 +13,7 @@ pub mod pipeline;
 
 pub use backend::{BackendKind, BackendStats};
 pub use io::{Faults, Step};
-pub use pipeline::{write_snapshot, WriteOptions, WriteReport};
+pub use pipeline::{write_snapshot, WriteOptions, WriteReport, MAX_CHUNK_SIZE, MAX_QUEUE_DEPTH};
 
 use crate::error::Result;
 use crate::keyspace::Keyspace;

@@ -57,6 +57,30 @@ impl Default for WriteOptions {
     }
 }
 
+/// Largest chunk accepted: the pipeline holds up to `queue_depth + 3` chunks at once.
+pub const MAX_CHUNK_SIZE: usize = 64 << 20;
+/// Most writes in flight accepted (the ring has twice as many entries).
+pub const MAX_QUEUE_DEPTH: u32 = 1024;
+
+impl WriteOptions {
+    /// Refuses sizes that could not be allocated or set up, before anything is created.
+    pub fn validate(&self) -> Result<()> {
+        if self.chunk_size > MAX_CHUNK_SIZE {
+            return Err(Error::InvalidOption(format!(
+                "chunk size {} B is above the {MAX_CHUNK_SIZE} B limit",
+                self.chunk_size
+            )));
+        }
+        if self.queue_depth > MAX_QUEUE_DEPTH {
+            return Err(Error::InvalidOption(format!(
+                "queue depth {} is above the limit of {MAX_QUEUE_DEPTH}",
+                self.queue_depth
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What the pipeline did.
 #[derive(Clone, Debug)]
 pub struct WriteReport {
@@ -238,6 +262,7 @@ fn write_inner(
     progress: &mut ProgressFn<'_>,
 ) -> Result<WriteReport> {
     enc.validate()?;
+    opts.validate()?;
     io.apply_limits();
     let chunk = opts.chunk_size.max(CHUNK_ALIGN);
     let block_max = BlockMax::for_chunk(chunk);

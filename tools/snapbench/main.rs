@@ -59,7 +59,7 @@ struct Cli {
     /// Writes in flight (io_uring).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     queue_depth: u32,
-    /// Bytes per chunk (one write), a multiple of 4096.
+    /// Bytes per chunk (one write), rounded up to whole 4096-byte pages; at most 64 MiB.
     #[arg(long, default_value_t = 1 << 20)]
     chunk_size: usize,
     /// Writer threads in the child (0 or 1).
