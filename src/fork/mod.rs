@@ -36,9 +36,10 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// On a machine with few cores the child (encoding at full speed) and the serving parent
 /// share them, and a parent thread that wakes to serve a request can wait for the child's
 /// time slice. Measured with snapbench (10M populate keys, 100k overwrites/s in the
-/// parent, 4 alternated runs each, README Performance): the parent's write p99 during the
-/// snapshot was 8.5–26 µs inheriting the parent's policy, 7.9–8.6 µs with `Batch`, against
-/// 3.0–3.8 µs with no snapshot.
+/// parent, `--runs 1 --load-runs 3 --child-priority inherit|batch` alternated twice; README
+/// Performance): the parent's write p99 during the snapshot over its p99 without one had
+/// a median of ~7.5× (5.2–19.7×) inheriting the parent's policy and ~2.7× (2.4–6.7×) with
+/// `Batch`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ChildPriority {
     /// The parent's scheduling policy and nice value, unchanged.
