@@ -433,6 +433,7 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
                 .u64(s.p999_us)
                 .u64(s.max_us)
                 .u64(u64::from(s.fixed_buffers))
+                .u64(s.short_writes)
                 .u64(t.elapsed().as_micros() as u64)
                 .u64(r.summary.keys())
                 // u64::MAX: not measured.
@@ -629,6 +630,7 @@ impl RunningSnapshot {
                     p999_us: f.u64(),
                     max_us: f.u64(),
                     fixed_buffers: f.u64() == 1,
+                    short_writes: f.u64(),
                 };
                 let child_wall = Duration::from_micros(f.u64());
                 self.progress = Progress {

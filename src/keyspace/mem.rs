@@ -400,8 +400,8 @@ impl MemKeyspace {
     }
 
     /// The same data as Redis's `DEBUG POPULATE count key size` in database 0: keys
-    /// `key:<i>`, values `value:<i>` padded with zero bytes to `size` bytes (never
-    /// truncated), keys that already exist are left alone.
+    /// `key:<i>`, values `value:<i>` cut or padded with zero bytes to exactly `size`
+    /// bytes (`size` 0: the text as is), keys that already exist are left alone.
     pub fn populate(&mut self, count: u64, size: usize) {
         self.populate_prefix(0, count, "key", size)
     }
@@ -422,7 +422,7 @@ impl MemKeyspace {
             let mut val = Vec::with_capacity(size.max(6 + 20));
             val.extend_from_slice(b"value:");
             push_decimal(&mut val, i);
-            if val.len() < size {
+            if size > 0 {
                 val.resize(size, 0);
             }
             db.insert_new(key.as_slice().into(), MemValue::Str(val.into()), NO_EXPIRE);
@@ -510,13 +510,15 @@ mod tests {
         assert_eq!(db.len(), 12);
         let (v, _) = db.get(b"key:11").unwrap();
         assert_eq!(v, &MemValue::str(b"value:11\0\0".to_vec()));
-        // Sizes below the text length never truncate, as in Redis.
+        // Sizes below the text's length cut it, and size 0 keeps it whole, as Redis's
+        // and Valkey's DEBUG POPULATE do (tests/scenarios/redis_loads_snapshot.rs
+        // compares both with the servers' digests).
         let mut ks = MemKeyspace::new();
         ks.populate(1, 3);
-        assert_eq!(
-            ks.db(0).unwrap().get(b"key:0").unwrap().0,
-            &MemValue::str("value:0")
-        );
+        ks.populate_prefix(0, 1, "whole", 0);
+        let db = ks.db(0).unwrap();
+        assert_eq!(db.get(b"key:0").unwrap().0, &MemValue::str("val"));
+        assert_eq!(db.get(b"whole:0").unwrap().0, &MemValue::str("value:0"));
     }
 
     #[test]

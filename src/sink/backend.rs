@@ -35,6 +35,8 @@ pub struct BackendStats {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// Writes that wrote fewer bytes than asked; the rest was written by another call.
+    pub short_writes: u64,
 }
 
 pub(crate) trait Backend: Send {
@@ -56,11 +58,18 @@ fn latency_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
 }
 
-fn stats_from(h: &Histogram<u64>, submit_calls: u64, sqes: u64, fixed: bool) -> BackendStats {
+fn stats_from(
+    h: &Histogram<u64>,
+    submit_calls: u64,
+    sqes: u64,
+    fixed: bool,
+    short_writes: u64,
+) -> BackendStats {
     BackendStats {
         submit_calls,
         sqes,
         fixed_buffers: fixed,
+        short_writes,
         p50_us: h.value_at_quantile(0.5),
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
@@ -74,6 +83,7 @@ pub(crate) struct Pwrite {
     frontier: u64,
     hist: Histogram<u64>,
     calls: u64,
+    short_writes: u64,
 }
 
 impl Pwrite {
@@ -83,6 +93,7 @@ impl Pwrite {
             frontier: 0,
             hist: latency_hist(),
             calls: 0,
+            short_writes: 0,
         }
     }
 }
@@ -119,6 +130,7 @@ impl Backend for Pwrite {
                 return Err(io.write_error(libc::ENOSPC, offset + done as u64));
             }
             done += n as usize;
+            self.short_writes += u64::from(done < data.len());
         }
         self.frontier = offset + data.len() as u64;
         buf.clear();
@@ -138,7 +150,7 @@ impl Backend for Pwrite {
     }
 
     fn stats(&self) -> BackendStats {
-        stats_from(&self.hist, self.calls, self.calls, false)
+        stats_from(&self.hist, self.calls, self.calls, false, self.short_writes)
     }
 }
 
@@ -176,6 +188,8 @@ pub(crate) struct Uring {
     issued_end: u64,
     hist: Histogram<u64>,
     submit_calls: u64,
+    /// Completions that wrote fewer bytes than asked (resubmitted for the rest).
+    short_writes: u64,
     sqes: u64,
 }
 
@@ -226,6 +240,7 @@ impl Uring {
             issued_end: 0,
             hist: latency_hist(),
             submit_calls: 0,
+            short_writes: 0,
             sqes: 0,
         })
     }
@@ -330,6 +345,7 @@ impl Uring {
             } else {
                 s.done += res as usize;
                 if s.done < s.len {
+                    self.short_writes += 1;
                     s.resubmit = true;
                     continue;
                 }
@@ -454,6 +470,7 @@ impl Backend for Uring {
             self.submit_calls,
             self.sqes,
             !self.registered.is_empty(),
+            self.short_writes,
         )
     }
 

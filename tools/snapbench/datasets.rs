@@ -172,15 +172,20 @@ fn populate(spec: &Spec, t: &mut dyn Target) {
         let mut v = Vec::with_capacity(spec.value_size);
         match spec.values {
             Values::Zero => {
+                // DEBUG POPULATE's rule: cut or padded to the size; size 0 keeps the text.
                 v.extend_from_slice(format!("value:{i}").as_bytes());
-                v.resize(spec.value_size, 0);
+                if spec.value_size > 0 {
+                    v.resize(spec.value_size, 0);
+                }
             }
             Values::Text => text(&mut Rng::for_item(spec.seed, i), spec.value_size, &mut v),
             Values::Random => {
                 random_bytes(&mut Rng::for_item(spec.seed, i), spec.value_size, &mut v)
             }
         }
-        v.truncate(spec.value_size);
+        if spec.value_size > 0 {
+            v.truncate(spec.value_size);
+        }
         t.put(
             0,
             format!("key:{i}").into_bytes(),

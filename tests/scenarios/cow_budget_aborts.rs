@@ -1,7 +1,7 @@
 //! Copy-on-write tracking: the parent rewriting values during a snapshot shows up in the
 //! CoW figures, and crossing a budget aborts the snapshot cleanly.
 
-mod common;
+use crate::common;
 
 use forksnap::pressure::CowSampling;
 use forksnap::{

@@ -1,7 +1,7 @@
 //! Real servers load what forksnap writes, with the same `DEBUG DIGEST` as the same data
 //! entered by commands into a fresh server of the same kind.
 
-mod common;
+use crate::common;
 
 use common::{datasets, fill_by_commands, Kind, Server};
 use forksnap::rdb::{encode_to_vec, EncodeOptions};
@@ -81,17 +81,25 @@ fn valkey_9_1_loads_edge_cases() {
     check_server(Kind::Valkey91, &datasets::edge_cases(true), "edge cases");
 }
 
-/// Our populate-shaped keyspace is exactly what `DEBUG POPULATE` makes.
+/// Our populate-shaped keyspace is exactly what `DEBUG POPULATE` makes: values padded
+/// (size 100), cut (size 3, shorter than `value:<i>`) or whole (size 0).
 #[test]
 fn populate_matches_debug_populate() {
-    for kind in [Kind::Redis70, Kind::Valkey91] {
+    for (kind, size) in [
+        (Kind::Redis70, 100),
+        (Kind::Valkey91, 100),
+        (Kind::Redis70, 3),
+        (Kind::Valkey91, 3),
+        (Kind::Valkey91, 0),
+    ] {
         let Some(mut s) = Server::start(kind) else {
             return;
         };
+        let size_arg = size.to_string();
         s.conn()
-            .ok(&[b"DEBUG", b"POPULATE", b"20000", b"key", b"100"]);
+            .ok(&[b"DEBUG", b"POPULATE", b"20000", b"key", size_arg.as_bytes()]);
         let want = s.digest();
-        let ks = datasets::populate(20_000, 100);
+        let ks = datasets::populate(20_000, size);
         for lzf in [true, false] {
             let opts = EncodeOptions {
                 version: *kind.versions().last().unwrap(),
@@ -100,7 +108,7 @@ fn populate_matches_debug_populate() {
             };
             let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
             let mut l = Server::start_with(kind, Some(&rdb)).unwrap();
-            assert_eq!(l.digest(), want, "{kind:?} lzf {lzf}");
+            assert_eq!(l.digest(), want, "{kind:?} size {size} lzf {lzf}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Damaged input gives an error naming a byte offset: never a panic, never a huge
 //! allocation from a corrupt length.
 
-mod common;
+use crate::common;
 
 use common::datasets;
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
@@ -52,8 +52,9 @@ fn every_truncation_is_an_error_with_an_offset() {
     }
 }
 
+/// Any flipped bit fails the load: the CRC-64 catches what the parser lets through.
 #[test]
-fn flipped_bytes_are_caught() {
+fn flipped_bytes_fail_the_checksum() {
     let rdb = sample(11, true);
     for at in (9..rdb.len()).step_by(13) {
         for bit in [0x01u8, 0x80] {
@@ -61,6 +62,90 @@ fn flipped_bytes_are_caught() {
             bad[at] ^= bit;
             let r = load(&bad, &LoadOptions::default());
             assert!(r.is_err(), "flip {bit:#x} at {at} went unnoticed");
+        }
+    }
+}
+
+/// A file whose checksum is off (stored as 0, as Redis writes it with `rdbchecksum no`),
+/// so that only the parser stands between damage and a wrong keyspace.
+fn unchecked(mut rdb: Vec<u8>) -> Vec<u8> {
+    let n = rdb.len();
+    rdb[n - 8..].fill(0);
+    rdb
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{:?} not in the file", String::from_utf8_lossy(needle)))
+}
+
+/// Structural damage is caught by the parser itself, at the damaged byte or after it,
+/// with no checksum to fall back on.
+#[test]
+fn the_parser_alone_catches_structural_damage() {
+    let mut ks = forksnap::MemKeyspace::new();
+    ks.insert(0, "the-string-key", forksnap::MemValue::str("v"), None);
+    let hash = forksnap::MemValue::hash([("field-one", "1"), ("field-two", "2")]).unwrap();
+    ks.insert(0, "the-hash-key", hash, None);
+    let opts = EncodeOptions {
+        version: 11,
+        lzf: false,
+        ..Default::default()
+    };
+    let rdb = unchecked(encode_to_vec(&ks, &opts).unwrap().0);
+    let (loaded, report) = load(&rdb, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert!(!report.crc_checked, "a zero CRC is not checked");
+
+    // Key names are short: [type][1-byte length][key]; the hash's value follows as
+    // [1-byte length][listpack: total bytes u32, count u16, entries…, 0xFF].
+    let skey = find(&rdb, b"the-string-key");
+    let hkey = find(&rdb, b"the-hash-key");
+    let lp = hkey + b"the-hash-key".len() + 1;
+    let lp_len = rdb[lp - 1] as usize;
+    assert_eq!(
+        rdb[lp + lp_len - 1],
+        0xFF,
+        "listpack terminator where expected"
+    );
+    let eof = rdb.len() - 9;
+    // (what, byte offset, the value written there)
+    let cases = [
+        ("unknown type byte", skey - 2, 0x3F),
+        ("unknown hash type byte", hkey - 2, 0x3F),
+        ("listpack total bytes", lp, rdb[lp] ^ 0x40),
+        ("listpack element count", lp + 4, 1),
+        ("listpack terminator", lp + lp_len - 1, 0x00),
+        ("listpack entry header", lp + 6, 0xF1),
+        ("end-of-file opcode", eof, 0x3E),
+    ];
+    for (what, at, value) in cases {
+        let mut bad = rdb.clone();
+        bad[at] = value;
+        assert_ne!(bad, rdb, "{what}: the damage changed nothing");
+        match load(&bad, &LoadOptions::default()) {
+            Ok((got, _)) => panic!(
+                "{what} at byte {at}: loaded {} keys without a word",
+                got.len()
+            ),
+            Err(e) => {
+                let off = offset_of(&e).unwrap_or_else(|| panic!("{what}: no offset in {e}"));
+                assert!(
+                    !matches!(e, Error::ChecksumMismatch { .. }),
+                    "{what}: caught only by a checksum: {e}"
+                );
+                // The error points into the damaged value (a listpack's errors name the
+                // value's start or a byte inside it), never past the file.
+                assert!(
+                    off <= bad.len() as u64,
+                    "{what}: offset {off} past the end: {e}"
+                );
+                assert!(
+                    off + 16 >= at as u64,
+                    "{what} at {at}: error at {off}, before the damage: {e}"
+                );
+            }
         }
     }
 }

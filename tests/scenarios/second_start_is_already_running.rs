@@ -1,7 +1,7 @@
 //! One snapshot at a time: a second `start` while one runs returns `AlreadyRunning`, and
 //! the query a server uses to defer CoW-heavy work tells the truth.
 
-mod common;
+use crate::common;
 
 use forksnap::{snapshot_running, BackendKind, Error, MemKeyspace, SnapshotOptions};
 

@@ -2,7 +2,7 @@
 //! keyspace of a few huge keys (no mid-walk progress call by key count), so it never
 //! understates what the child needs.
 
-mod common;
+use crate::common;
 
 use forksnap::{BackendKind, MemKeyspace, MemValue, SnapshotOptions};
 

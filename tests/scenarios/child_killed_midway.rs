@@ -1,7 +1,7 @@
 //! SIGKILL the snapshot child at random points, 24 times: the previous target stays
 //! untouched and loadable, and no temp file is left after `wait()`.
 
-mod common;
+use crate::common;
 
 use forksnap::rdb::{load, LoadOptions};
 use forksnap::{Error, MemKeyspace, SnapshotOptions};

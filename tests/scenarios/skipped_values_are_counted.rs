@@ -1,7 +1,7 @@
 //! Values RDB cannot hold are skipped and counted per database, in the forked and the
 //! in-process pipeline alike.
 
-mod common;
+use crate::common;
 
 use forksnap::keyspace::{DbInfo, Entry, Keyspace, Value};
 use forksnap::rdb::{load, LoadOptions};

@@ -2,7 +2,7 @@
 //! the parent overwrites, deletes and adds keys while the child writes, and real Redis
 //! loads the file with the pre-fork digest.
 
-mod common;
+use crate::common;
 
 use common::{assert_same_data, datasets, Kind, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};

@@ -1,6 +1,6 @@
 //! The `forksnap` command line: exit codes and one-line outputs scripts rely on.
 
-mod common;
+use crate::common;
 
 use common::datasets;
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};

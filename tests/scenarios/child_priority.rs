@@ -5,7 +5,7 @@
 //! process's policy and nice value, and yields them as values, which the test reads back
 //! from the snapshot file.
 
-mod common;
+use crate::common;
 
 use forksnap::keyspace::DbInfo;
 use forksnap::rdb::{load_file, LoadOptions};

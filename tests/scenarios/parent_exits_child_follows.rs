@@ -1,8 +1,6 @@
 //! When the parent dies mid-snapshot, the child is gone within a second and never puts a
 //! file in place.
 
-mod common;
-
 use forksnap::{BackendKind, MemKeyspace, SnapshotOptions};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -46,7 +44,7 @@ fn parent_death_kills_child() {
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "parent_death_kills_child",
+            "parent_exits_child_follows::parent_death_kills_child",
             "--nocapture",
             "--test-threads",
             "1",

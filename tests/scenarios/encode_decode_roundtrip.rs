@@ -1,7 +1,7 @@
 //! Property test: any keyspace, encoded at any version with or without LZF (or framed in
 //! LZ4), loads back to the same data.
 
-mod common;
+use crate::common;
 
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
 use forksnap::{Format, MemKeyspace, MemValue, SaveOptions};

@@ -2,7 +2,7 @@
 //! with the file it kept; clear errors; and `--emit-commands` enters into a real server
 //! exactly the data snapbench snapshots (what makes `tools/compare-peers` a fair match).
 
-mod common;
+use crate::common;
 
 use common::{Kind, Server};
 use forksnap::rdb::{load, LoadOptions};

@@ -1,7 +1,7 @@
 //! Files written by real servers load into forksnap, and writing them again gives the
 //! same digest in the same kind of server.
 
-mod common;
+use crate::common;
 
 use common::{assert_same_data, datasets, fill_by_commands, Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};

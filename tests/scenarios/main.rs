@@ -1,0 +1,22 @@
+//! The library's scenarios, one per file, linked into one test binary (one link instead
+//! of one per file: most of the test command's build time was linking). Tests that need
+//! a real server find it through `common` and fail when it is missing.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod child_killed_midway;
+mod child_memory_probe;
+mod child_priority;
+mod cow_budget_aborts;
+mod encode_decode_roundtrip;
+mod fork_snapshot_matches_debug_populate;
+mod io_step_failures;
+mod oversized_buffers_are_refused;
+mod parent_exits_child_follows;
+mod point_in_time_consistency;
+mod reader_loads_server_files;
+mod reader_rejects_damage;
+mod redis_loads_snapshot;
+mod second_start_is_already_running;
+mod skipped_values_are_counted;
