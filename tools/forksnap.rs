@@ -125,7 +125,27 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if data.is_empty() {
+        return Err(format!("{}: file is empty (0 bytes)", path.display()));
+    }
+    Ok(data)
+}
+
+/// Which servers load an RDB with this header. `None`: an unknown magic or version.
+fn loads_in(magic: &str, version: u32) -> Option<&'static str> {
+    Some(match (magic, version) {
+        ("REDIS", 1..=5) => "Redis >= 2.4, Valkey",
+        ("REDIS", 6) => "Redis >= 2.6, Valkey",
+        ("REDIS", 7) => "Redis >= 3.2, Valkey",
+        ("REDIS", 8) => "Redis >= 4.0, Valkey",
+        ("REDIS", 9) => "Redis >= 5.0, Valkey",
+        ("REDIS", 10) => "Redis >= 7.0, Valkey",
+        ("REDIS", 11) => "Redis >= 7.2, Valkey",
+        ("REDIS", 12) => "Redis >= 7.4 (not Valkey)",
+        ("VALKEY", 80) => "Valkey >= 9.0 (not Redis)",
+        _ => return None,
+    })
 }
 
 fn verify(file: &Path) -> Result<(), String> {
@@ -146,22 +166,37 @@ fn verify(file: &Path) -> Result<(), String> {
     let crc = if report.crc_checked {
         format!("checksum ok ({:#018x})", report.crc)
     } else {
-        "checksum not stored".to_string()
+        "no checksum stored".to_string()
+    };
+    let skipped = match report.values_skipped {
+        0 => String::new(),
+        n => format!(", {n} stream/module values not loadable here"),
+    };
+    let header = format!("{}{:04}", report.magic, report.version);
+    let servers = loads_in(report.magic, report.version).unwrap_or("no known server");
+    let loads = if report.lz4_framed {
+        format!("no server loads an LZ4 frame (after lz4 -d: {servers})")
+    } else {
+        format!("loads in {servers}")
     };
     out(&format!(
-        "ok: {} {}{:04} {}, keys {} [{}], {} not loadable (streams/modules), {crc}",
+        "ok: {} {header} ({}), keys {} [{}]{skipped}, {crc}; {loads}",
         file.display(),
-        report.magic,
-        report.version,
         if report.lz4_framed {
-            "(LZ4 frame)"
+            "LZ4 frame"
         } else {
-            "(plain)"
+            "plain"
         },
         per_db.values().sum::<u64>(),
         dbs.join(" "),
-        report.values_skipped,
     ));
+    if report.lz4_framed {
+        eprintln!(
+            "warning: {} is an LZ4 frame, which no server loads directly: `lz4 -d {} dump.rdb` gives the plain RDB",
+            file.display(),
+            file.display()
+        );
+    }
     Ok(())
 }
 
@@ -192,14 +227,18 @@ fn type_encoding(code: u8) -> (&'static str, &'static str) {
 fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     let data = read(file)?;
     let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut per_enc: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    // (type, encoding) -> (keys, elements, bytes in the file)
+    let mut per_enc: BTreeMap<(&str, &str), (u64, u64, u64)> = BTreeMap::new();
     let mut bytes_per_type: BTreeMap<&str, u64> = BTreeMap::new();
     let mut expiring = 0u64;
     let mut largest: Vec<(u64, u32, Vec<u8>, &str, u64)> = Vec::new();
     let mut record = |info: &KeyInfo<'_>| {
         let (t, e) = type_encoding(info.type_code);
         *per_db.entry(info.db).or_default() += 1;
-        *per_enc.entry((t, e)).or_default() += 1;
+        let row = per_enc.entry((t, e)).or_default();
+        row.0 += 1;
+        row.1 += info.elements;
+        row.2 += info.bytes;
         *bytes_per_type.entry(t).or_default() += info.bytes;
         expiring += u64::from(info.expire_ms.is_some());
         if top > 0 && (largest.len() < top || info.bytes > largest.last().map_or(0, |l| l.0)) {
@@ -230,7 +269,7 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
             "keys": per_db.values().sum::<u64>(),
             "keys_per_db": per_db.iter().map(|(d, n)| (d.to_string(), *n)).collect::<BTreeMap<_, _>>(),
             "expiring_keys": expiring,
-            "encodings": per_enc.iter().map(|((t, e), n)| serde_json::json!({"type": t, "encoding": e, "keys": n})).collect::<Vec<_>>(),
+            "encodings": per_enc.iter().map(|((t, e), (n, el, b))| serde_json::json!({"type": t, "encoding": e, "keys": n, "elements": el, "bytes": b})).collect::<Vec<_>>(),
             "bytes_per_type": bytes_per_type,
             "largest_keys": largest.iter().map(|(b, d, k, t, n)| serde_json::json!({
                 "db": d, "key": String::from_utf8_lossy(k), "type": t, "bytes": b, "elements": n})).collect::<Vec<_>>(),
@@ -263,20 +302,30 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
         per_db.values().sum::<u64>()
     ));
     for (d, n) in &per_db {
-        out(&format!("  db{d:<4} {n:>12}"));
+        out(&format!("  db{d:<6}{n:>12} keys"));
     }
-    out("type     encoding        keys         bytes");
-    for ((t, e), n) in &per_enc {
-        out(&format!("  {t:<7}{e:<12}{n:>10}  {:>12}", ""));
+    out(&format!(
+        "  {:<8}{:<12}{:>12}{:>14}{:>16}",
+        "type", "encoding", "keys", "elements", "bytes in file"
+    ));
+    let mut last_type = "";
+    for ((t, e), (n, el, b)) in &per_enc {
+        let shown = if *t == last_type { "" } else { t };
+        last_type = t;
+        out(&format!("  {shown:<8}{e:<12}{n:>12}{el:>14}{b:>16}"));
     }
-    for (t, b) in &bytes_per_type {
-        out(&format!("  {t:<7}{:<12}{:>10}  {b:>12}", "(all)", ""));
+    if per_enc.len() > 1 {
+        let (n, el, b) = per_enc
+            .values()
+            .fold((0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+        out(&format!("  {:<8}{:<12}{n:>12}{el:>14}{b:>16}", "all", ""));
     }
     if !largest.is_empty() {
         out("largest keys (bytes in file):");
         for (b, d, k, t, n) in &largest {
+            let el = if *n == 1 { "element" } else { "elements" };
             out(&format!(
-                "  {b:>12}  db{d} {t} ({n} elements) {:?}",
+                "  {b:>12}  db{d} {t:<6} {n:>9} {el:<8}  {:?}",
                 String::from_utf8_lossy(k)
             ));
         }
@@ -301,6 +350,13 @@ fn convert(
     backend: Backend,
     direct: bool,
 ) -> Result<(), String> {
+    if output.is_dir() {
+        return Err(format!(
+            "{} is a directory: give the file to write, e.g. {}",
+            output.display(),
+            output.join("dump.rdb").display()
+        ));
+    }
     let data = read(input)?;
     let (ks, report) = load(
         &data,
@@ -308,7 +364,13 @@ fn convert(
             skip_unsupported: skip,
         },
     )
-    .map_err(|e| format!("{}: {e}", input.display()))?;
+    .map_err(|e| match e {
+        forksnap::Error::Unsupported { .. } => format!(
+            "{}: {e}; run again with --skip-unsupported to drop such values",
+            input.display()
+        ),
+        e => format!("{}: {e}", input.display()),
+    })?;
     drop(data);
     let opts = SnapshotOptions::new(output)
         .rdb_version(version)
@@ -329,18 +391,42 @@ fn convert(
     } else {
         opts.save(&ks)
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| match e {
+        // The library names the temp file it wrote; the user typed OUT.
+        forksnap::Error::Io {
+            op, source, offset, ..
+        } => format!(
+            "cannot write {}: {op} failed{}: {source} (nothing replaced)",
+            output.display(),
+            offset.map_or(String::new(), |o| format!(" at byte {o}"))
+        ),
+        e => format!("{}: {e}", output.display()),
+    })?;
+    let mut dropped = Vec::new();
+    if report.values_skipped > 0 {
+        dropped.push(format!("{} stream/module values", report.values_skipped));
+    }
+    if report.functions_skipped > 0 {
+        dropped.push(format!("{} function libraries", report.functions_skipped));
+    }
+    if r.summary.skipped_empty > 0 {
+        dropped.push(format!("{} empty collections", r.summary.skipped_empty));
+    }
     out(&format!(
-        "wrote {}: {} keys, {} bytes, {} ({}){}",
+        "wrote {}: {} keys, {} bytes, {}{}",
         output.display(),
         r.keys(),
         r.bytes_written,
-        if fork { "forked child" } else { "in-process" },
-        r.backend_reason,
-        if report.values_skipped > 0 {
-            format!(", dropped {} stream/module values", report.values_skipped)
-        } else {
+        loads_in("REDIS", u32::from(version))
+            .map(|s| match compression {
+                Compression::Lz4 => format!("an LZ4 frame (after lz4 -d: {s})"),
+                _ => format!("loads in {s}"),
+            })
+            .unwrap_or_default(),
+        if dropped.is_empty() {
             String::new()
+        } else {
+            format!("; dropped {}", dropped.join(", "))
         }
     ));
     Ok(())

@@ -345,24 +345,15 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
         }
     };
     let total: usize = specs.len() * configs.iter().map(per_config).sum::<usize>();
-    let bar = if !cli.json && std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(total as u64);
-        b.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress(total as u64, !cli.json && std::io::stderr().is_terminal());
+    if !cli.json {
+        legend(cli);
+    }
     let mut pictures = Vec::new();
+    let mut overview = Vec::new();
     for spec in specs {
-        bar.set_message(format!(
-            "building {} ({} keys)",
-            spec.dataset.name(),
-            spec.keys
-        ));
+        bar.set_prefix(spec.dataset.name());
+        bar.set_message(format!("building the dataset ({} keys)", spec.keys));
         let t = Instant::now();
         let mut ks = datasets::build(spec);
         let build_s = t.elapsed().as_secs_f64();
@@ -376,13 +367,14 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                     priority_name(cli.child_priority)
                 ));
                 out(&format!(
-                    "{:<7} {:<8} {:<13} {:>7} {:>9} {:>8} {:>8} {:>13} {:>6} {:>8} {:>7} {:>6} {:>8} {:>9} {:>10}",
+                    "{:<7} {:<8} {:<13} {:>7} {:>9} {:>8} {:>8} {:>13} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9} {:>10}",
                     "mode", "format", "backend", "wall_s", "Mkeys/s", "rawMB/s", "outMB/s", "file_bytes",
-                    "ratio", "fork_us", "cpu_s", "sqe/s", "wr_p99us", "cow_MiB", "child_MiB"
+                    "x_plain", "fork_us", "cpu_s", "sqe/sub", "wr_p99us", "cow_MiB", "child_MiB"
                 ));
             });
         }
         let mut load_rows = Vec::new();
+        let mut summary = Summary::default();
         for c in configs {
             let name = format!(
                 "{label} {} {} {}",
@@ -390,6 +382,7 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                 c.format.name(),
                 c.backend_name()
             );
+            bar.set_prefix(name.clone());
             let path = match &cli.out {
                 Some(p) => p.clone(),
                 None => dir.join(format!(
@@ -402,7 +395,7 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
             let opts = snapshot_options(cli, c, &path);
             let mut timed = Vec::new();
             for i in 0..runs {
-                bar.set_message(format!("{name} run {}", i + 1));
+                bar.set_message(format!("timed run {} of {runs}", i + 1));
                 let r = one_run(&mut ks, c, &opts, &path, None, &bar)?;
                 emit_json(cli, spec, c, "timed", i, &r, &path);
                 timed.push(r);
@@ -417,10 +410,10 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                 let dur = med.wall.max(Duration::from_millis(500));
                 let mut loads = Vec::new();
                 for i in 0..cli.load_runs as usize {
-                    bar.set_message(format!("{name}: parent writes without a snapshot"));
+                    bar.set_message("parent writes without a snapshot (baseline)".to_string());
                     let (base, _) = m.run(&mut ks, None, dur, &mut |_| {})?;
                     bar.inc(1);
-                    bar.set_message(format!("{name}: parent writes during a snapshot"));
+                    bar.set_message("parent writes during a snapshot".to_string());
                     let mut r = one_run(&mut ks, c, &opts, &path, Some(&mut m), &bar)?;
                     r.baseline = Some(base);
                     emit_json(cli, spec, c, "load", i, &r, &path);
@@ -431,7 +424,7 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                 load_run = Some(loads.swap_remove(loads.len() / 2));
             }
             if c.mode == Mode::Fork && !cli.no_probe {
-                bar.set_message(format!("{name}: child memory"));
+                bar.set_message("child memory probe".to_string());
                 let r = one_run(
                     &mut ks,
                     c,
@@ -447,17 +440,40 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
             if cli.out.is_none() {
                 let _ = std::fs::remove_file(&path);
             }
+            if c.format != Fmt::RdbLzf && summary.plain_bytes.is_none() {
+                // The RDB before LZF or LZ4: what x_plain compares every file with.
+                summary.plain_bytes = Some(med.raw_bytes);
+            }
+            if c.format == Fmt::RdbLzf && summary.plain_bytes.is_none() {
+                summary.plain_bytes = Some(plain_rdb_bytes(&ks, &opts.encode)?);
+            }
+            summary.add(c, med, load_run.as_ref());
+            overview.push(svg::Row {
+                dataset: label.clone(),
+                name: format!("{} {} {}", c.mode.name(), c.format.name(), c.backend_name()),
+                wall_s: med.wall.as_secs_f64(),
+                file_bytes: med.bytes_written,
+                p99_ratio: load_run.as_ref().map(p99_ratio).filter(|x| x.is_finite()),
+            });
             if !cli.json {
-                let line = table_row(c, med, load_run.as_ref(), child_own);
+                let line = table_row(c, med, load_run.as_ref(), child_own, summary.plain_bytes);
                 bar.suspend(|| out(&line));
             }
             if let Some(r) = load_run {
                 if let (Some(load), Some(base)) = (&r.load, &r.baseline) {
                     load_rows.push(load_row(c, &r, load, base));
                     pictures.push(svg::Panel {
-                        title: format!("{name}: {} writes/s", cli.mutate_rate),
+                        dataset: label.clone(),
+                        title: format!(
+                            "{} {} {}: parent overwrites {} keys/s",
+                            c.mode.name(),
+                            c.format.name(),
+                            c.backend_name(),
+                            cli.mutate_rate
+                        ),
                         series: load.series.clone(),
                         baseline_p99_ns: base.hist.value_at_quantile(0.99),
+                        baseline_max_ns: base.hist.max(),
                         wall_s: r.wall.as_secs_f64(),
                     });
                 }
@@ -479,19 +495,179 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                 }
             });
         }
+        if !cli.json {
+            let lines = summary.lines(cli.mutate_rate);
+            bar.suspend(|| lines.iter().for_each(|l| out(l)));
+        }
     }
     bar.finish_and_clear();
-    if !cli.no_svg && !pictures.is_empty() {
-        std::fs::write(&cli.svg, svg::render(&pictures))
+    if !cli.no_svg && !overview.is_empty() {
+        std::fs::write(&cli.svg, svg::render(&overview, &pictures))
             .map_err(|e| format!("cannot write {}: {e}", cli.svg.display()))?;
         if !cli.json {
             out(&format!(
-                "\npicture of CoW and parent write latency over time: {}",
+                "\npicture (overview per dataset, then CoW and parent write latency over time): {}",
                 cli.svg.display()
             ));
         }
     }
     Ok(())
+}
+
+/// Progress: a bar with an ETA on a terminal; otherwise a line on stderr every 15 s (CI
+/// logs show where a long suite is instead of nothing for minutes).
+fn progress(total: u64, tty: bool) -> ProgressBar {
+    if tty {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} runs, ETA {eta}  {prefix}: {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        return b;
+    }
+    let b = ProgressBar::hidden();
+    b.set_length(total);
+    let watch = b.clone();
+    std::thread::spawn(move || {
+        let mut last = Instant::now();
+        while !watch.is_finished() {
+            std::thread::sleep(Duration::from_millis(250));
+            if last.elapsed() >= Duration::from_secs(15) && !watch.is_finished() {
+                last = Instant::now();
+                let (pos, len) = (watch.position(), watch.length().unwrap_or(0));
+                let eta = if pos > 0 {
+                    let left = watch.elapsed().as_secs_f64() / pos as f64 * (len - pos) as f64;
+                    format!(", about {left:.0} s left")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "snapbench: {pos}/{len} runs after {:.0} s{eta}; {}: {}",
+                    watch.elapsed().as_secs_f64(),
+                    watch.prefix(),
+                    watch.message()
+                );
+            }
+        }
+    });
+    b
+}
+
+/// What each column of the two tables means, printed once before them.
+fn legend(cli: &Cli) {
+    let lines = [
+        "columns (each a median over the timed runs of one configuration):".to_string(),
+        "  mode        fork: forked child, as BGSAVE; inproc: the same pipeline in this process; file: encode + buffered std::fs::File".into(),
+        "  wall_s      from the call that forks until the file is in place and the child is reaped (BGSAVE's span)".into(),
+        "  Mkeys/s     keys per second of wall_s".into(),
+        "  rawMB/s     RDB bytes per second (the RDB before LZ4 framing; with LZF, after it)".into(),
+        "  outMB/s     file bytes per second".into(),
+        "  file_bytes  size of the file written".into(),
+        "  x_plain     plain (uncompressed) RDB bytes / file bytes: what LZF or LZ4 saved; 1.00 for plain RDB".into(),
+        "  fork_us     time fork() took in the parent, µs".into(),
+        "  cpu_s       the child's CPU time (user + system)".into(),
+        "  sqe/sub     io_uring writes submitted per io_uring_enter (batching); - for pwrite".into(),
+        "  wr_p99us    p99 of one write's latency from submission to completion, µs".into(),
+        format!("  cow_MiB     peak copy-on-write while the parent overwrote {} keys/s", cli.mutate_rate),
+        "  child_MiB   the child's own memory (Private_Dirty) half-way through its walk".into(),
+        "  load table: parent write latency µs, baseline (no snapshot) -> during a snapshot; p99_x = p99 ratio".into(),
+    ];
+    for l in lines {
+        out(&l);
+    }
+}
+
+/// The one-line verdicts printed after each dataset's tables.
+#[derive(Default)]
+struct Summary {
+    plain_bytes: Option<u64>,
+    fastest: Option<(String, f64)>,
+    fastest_fork: Option<(String, f64)>,
+    smallest: Option<(String, u64)>,
+    best_p99: Option<(String, f64)>,
+    /// Lowest rate the mutator reached in a load run.
+    mutator_rate: Option<f64>,
+}
+
+impl Summary {
+    fn add(&mut self, c: &Config, r: &RunOut, load: Option<&RunOut>) {
+        let name = format!("{} {} {}", c.mode.name(), c.format.name(), c.backend_name());
+        let wall = r.wall.as_secs_f64();
+        if self.fastest.as_ref().map_or(true, |f| wall < f.1) {
+            self.fastest = Some((name.clone(), wall));
+        }
+        if c.mode == Mode::Fork && self.fastest_fork.as_ref().map_or(true, |f| wall < f.1) {
+            self.fastest_fork = Some((name.clone(), wall));
+        }
+        if self
+            .smallest
+            .as_ref()
+            .map_or(true, |f| r.bytes_written < f.1)
+        {
+            self.smallest = Some((name.clone(), r.bytes_written));
+        }
+        if let Some(l) = load {
+            let ratio = p99_ratio(l);
+            if ratio.is_finite() && self.best_p99.as_ref().map_or(true, |f| ratio < f.1) {
+                self.best_p99 = Some((name, ratio));
+            }
+            if let Some(rate) = l.load.as_ref().map(|x| x.rate()) {
+                self.mutator_rate = Some(self.mutator_rate.map_or(rate, |m: f64| m.min(rate)));
+            }
+        }
+    }
+
+    fn lines(&self, target_rate: u64) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut parts = Vec::new();
+        if let Some((n, w)) = &self.fastest_fork {
+            parts.push(format!("fastest forked snapshot {n} ({w:.3} s)"));
+        }
+        if let Some((n, w)) = &self.fastest {
+            if self.fastest_fork.as_ref().map_or(true, |f| &f.0 != n) {
+                parts.push(format!("fastest of all {n} ({w:.3} s)"));
+            }
+        }
+        if let Some((n, b)) = &self.smallest {
+            parts.push(format!("smallest file {n} ({b} bytes)"));
+        }
+        if let Some((n, x)) = &self.best_p99 {
+            parts.push(format!("lowest parent p99 ratio {n} ({x:.2}x)"));
+        }
+        if !parts.is_empty() {
+            v.push(format!("summary: {}", parts.join("; ")));
+        }
+        if let Some(rate) = self.mutator_rate {
+            if rate < 0.95 * target_rate as f64 {
+                v.push(format!(
+                    "note: the parent's mutator reached {rate:.0} writes/s, short of the {target_rate} asked: \
+                     this machine could not write faster while the child ran"
+                ));
+            }
+        }
+        v
+    }
+}
+
+/// Bytes of the plain (uncompressed) RDB of `ks`, counted by encoding into a sink that
+/// keeps nothing.
+fn plain_rdb_bytes(ks: &MemKeyspace, enc: &EncodeOptions) -> Result<u64, String> {
+    struct Count(u64);
+    impl ChunkSink for Count {
+        fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> forksnap::Result<()> {
+            self.0 += chunk.len() as u64;
+            chunk.clear();
+            Ok(())
+        }
+    }
+    let mut enc = enc.clone();
+    enc.lzf = false;
+    let (_, _, summary) =
+        encode(ks, &enc, Count(0), ChunkBuf::new(1 << 20)).map_err(|e| e.to_string())?;
+    Ok(summary.bytes)
 }
 
 fn dataset_label(spec: &Spec) -> String {
@@ -677,7 +853,13 @@ fn mb(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64().max(1e-9) / 1e6
 }
 
-fn table_row(c: &Config, r: &RunOut, load: Option<&RunOut>, child_own: Option<u64>) -> String {
+fn table_row(
+    c: &Config,
+    r: &RunOut,
+    load: Option<&RunOut>,
+    child_own: Option<u64>,
+    plain_bytes: Option<u64>,
+) -> String {
     let rep = r.report.as_ref();
     let cow = load
         .and_then(|l| l.report.as_ref())
@@ -685,7 +867,7 @@ fn table_row(c: &Config, r: &RunOut, load: Option<&RunOut>, child_own: Option<u6
             format!("{:.1}", x.cow.peak_bytes as f64 / 1048576.0)
         });
     format!(
-        "{:<7} {:<8} {:<13} {:>7.3} {:>9.2} {:>8.0} {:>8.0} {:>13} {:>6.2} {:>8} {:>7} {:>6} {:>8} {:>9} {:>10}",
+        "{:<7} {:<8} {:<13} {:>7.3} {:>9.2} {:>8.0} {:>8.0} {:>13} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9} {:>10}",
         c.mode.name(),
         c.format.name(),
         c.backend_name(),
@@ -694,7 +876,10 @@ fn table_row(c: &Config, r: &RunOut, load: Option<&RunOut>, child_own: Option<u6
         mb(r.raw_bytes, r.wall),
         mb(r.bytes_written, r.wall),
         r.bytes_written,
-        r.raw_bytes as f64 / r.bytes_written.max(1) as f64,
+        plain_bytes.map_or("-".into(), |p| format!(
+            "{:.2}",
+            p as f64 / r.bytes_written.max(1) as f64
+        )),
         rep.filter(|x| x.fork_us > 0).map_or("-".into(), |x| x.fork_us.to_string()),
         rep.filter(|x| x.child_cpu > Duration::ZERO)
             .map_or("-".into(), |x| format!("{:.3}", x.child_cpu.as_secs_f64())),

@@ -1,22 +1,48 @@
-//! A self-contained SVG of each load run: copy-on-write over time (upper chart) and the
-//! parent's write latency per 20 ms bucket, p99 and max on a log scale, against the
-//! baseline p99 without a snapshot (lower chart).
+//! A self-contained SVG of a snapbench suite. First an overview per dataset: one row per
+//! configuration with bars for wall time, file size and the parent's write p99 ratio,
+//! each column on one scale for all rows. Then, per load run, copy-on-write over time and
+//! the parent's write latency per 20 ms bucket (p99 and max, log scale), each with the
+//! same figure from the baseline run without a snapshot as a dashed line. The panels of
+//! one dataset share their time, CoW and latency scales, so two configurations compare at
+//! a glance.
 
 use crate::mutator::Point;
 use std::fmt::Write;
 
+/// One configuration's medians, for the overview.
+pub struct Row {
+    pub dataset: String,
+    pub name: String,
+    pub wall_s: f64,
+    pub file_bytes: u64,
+    /// Parent write p99 during a snapshot ÷ without (load runs only).
+    pub p99_ratio: Option<f64>,
+}
+
+/// One load run over time.
 pub struct Panel {
+    pub dataset: String,
     pub title: String,
     pub series: Vec<Point>,
     pub baseline_p99_ns: u64,
+    pub baseline_max_ns: u64,
     pub wall_s: f64,
 }
 
-const W: f64 = 860.0;
-const H: f64 = 170.0;
-const LEFT: f64 = 70.0;
-const PLOT_W: f64 = W - LEFT - 20.0;
-const PANEL_H: f64 = 2.0 * H + 70.0;
+const W: f64 = 960.0;
+const LEFT: f64 = 80.0;
+const PLOT_W: f64 = W - LEFT - 30.0;
+const H: f64 = 150.0;
+const PANEL_H: f64 = 2.0 * H + 95.0;
+const ROW_H: f64 = 18.0;
+const NAME_W: f64 = 250.0;
+const BAR_W: f64 = 190.0;
+const GAP: f64 = 30.0;
+
+const COW: &str = "#1f77b4";
+const P99: &str = "#2ca02c";
+const MAX: &str = "#d62728";
+const GRID: &str = "#e4e4e4";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -24,7 +50,61 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn polyline(svg: &mut String, pts: &[(f64, f64)], color: &str, dash: &str) {
+/// A round step (1, 2 or 5 times a power of ten) giving about `n` ticks up to `max`.
+fn nice_step(max: f64, n: f64) -> f64 {
+    let raw = (max / n).max(1e-12);
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag)
+}
+
+/// Ticks 0, step, … up to the first one at or past `max`; returns (ticks, axis top).
+fn ticks(max: f64) -> (Vec<f64>, f64) {
+    let step = nice_step(max, 5.0);
+    let mut v = vec![0.0];
+    while *v.last().expect("starts with 0") < max - 1e-9 {
+        v.push(v.len() as f64 * step);
+    }
+    let top = *v.last().expect("non-empty");
+    (v, top.max(step))
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn text(svg: &mut String, x: f64, y: f64, size: u32, anchor: &str, fill: &str, s: &str) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{x:.1}" y="{y:.1}" font-size="{size}" text-anchor="{anchor}" fill="{fill}">{}</text>"#,
+        esc(s)
+    );
+}
+
+fn line(svg: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), color: &str, dash: bool) {
+    let d = if dash {
+        r#" stroke-dasharray="6,4""#
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{color}" stroke-width="1.2"{d}/>"#
+    );
+}
+
+fn polyline(svg: &mut String, pts: &[(f64, f64)], color: &str) {
     if pts.is_empty() {
         return;
     }
@@ -34,127 +114,293 @@ fn polyline(svg: &mut String, pts: &[(f64, f64)], color: &str, dash: &str) {
     }
     let _ = writeln!(
         svg,
-        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" {dash} points="{d}"/>"#
+        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{d}"/>"#
     );
 }
 
-fn frame(svg: &mut String, top: f64, label: &str) {
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{LEFT}" y="{top}" width="{PLOT_W}" height="{H}" fill="none" stroke="#999"/>
-<text x="12" y="{:.0}" font-size="11" transform="rotate(-90 12 {:.0})">{label}</text>"##,
-        top + H / 2.0,
-        top + H / 2.0
-    );
+/// The datasets in order of first appearance.
+fn datasets<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for n in names {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v
 }
 
-pub fn render(panels: &[Panel]) -> String {
-    let mut svg = String::new();
-    let total_h = PANEL_H * panels.len() as f64 + 10.0;
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" font-family="sans-serif">"#
-    );
-    for (i, p) in panels.iter().enumerate() {
-        let top = i as f64 * PANEL_H + 20.0;
-        let t_max = p
-            .series
-            .last()
-            .map_or(p.wall_s, |q| q.t_s)
-            .max(p.wall_s)
-            .max(0.001);
-        let x = |t: f64| LEFT + t / t_max * PLOT_W;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{LEFT}" y="{top}" font-size="13" font-weight="bold">{}</text>"#,
-            esc(&p.title)
-        );
-        // CoW, linear MiB.
-        let cow_top = top + 10.0;
-        let cow_max = p
-            .series
-            .iter()
-            .map(|q| q.cow_bytes)
-            .max()
-            .unwrap_or(0)
-            .max(1 << 20) as f64;
-        frame(&mut svg, cow_top, "CoW MiB");
-        let pts: Vec<(f64, f64)> = p
-            .series
-            .iter()
-            .map(|q| (x(q.t_s), cow_top + H - q.cow_bytes as f64 / cow_max * H))
-            .collect();
-        polyline(&mut svg, &pts, "#1f77b4", "");
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.0}" y="{:.0}" font-size="10" text-anchor="end">{:.0}</text><text x="{:.0}" y="{:.0}" font-size="10" text-anchor="end">0</text>"#,
-            LEFT - 4.0,
-            cow_top + 10.0,
-            cow_max / 1048576.0,
-            LEFT - 4.0,
-            cow_top + H
-        );
-        // Latency, log10 µs from 0.1 µs up.
-        let lat_top = cow_top + H + 30.0;
-        frame(&mut svg, lat_top, "write µs (log)");
-        let hi = p
-            .series
-            .iter()
-            .map(|q| q.max_ns)
-            .max()
-            .unwrap_or(1000)
-            .max(p.baseline_p99_ns)
-            .max(1000) as f64;
-        let (lo_l, hi_l) = (100f64.log10(), (hi * 1.5).log10());
-        let y = |ns: u64| {
-            let l = (ns.max(100) as f64).log10();
-            lat_top + H - (l - lo_l) / (hi_l - lo_l) * H
-        };
-        let with_writes: Vec<&Point> = p.series.iter().filter(|q| q.writes > 0).collect();
-        let p99: Vec<(f64, f64)> = with_writes
-            .iter()
-            .map(|q| (x(q.t_s), y(q.p99_ns)))
-            .collect();
-        let max: Vec<(f64, f64)> = with_writes
-            .iter()
-            .map(|q| (x(q.t_s), y(q.max_ns)))
-            .collect();
-        polyline(&mut svg, &max, "#d62728", "");
-        polyline(&mut svg, &p99, "#2ca02c", "");
-        let by = y(p.baseline_p99_ns);
-        polyline(
-            &mut svg,
-            &[(LEFT, by), (LEFT + PLOT_W, by)],
-            "#555",
-            r#"stroke-dasharray="5,4""#,
-        );
-        for us in [0.1f64, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0] {
-            let ns = (us * 1000.0) as u64;
-            if (ns as f64) < hi * 1.5 {
+/// One overview column: a bar per row on a shared linear scale with ticks.
+fn bar_column(
+    svg: &mut String,
+    x0: f64,
+    top: f64,
+    title: &str,
+    values: &[Option<f64>],
+    reference: Option<f64>,
+) {
+    let max = values.iter().flatten().fold(0f64, |a, &b| a.max(b));
+    let (tk, axis_max) = ticks(max.max(reference.unwrap_or(0.0)).max(1e-9));
+    text(svg, x0, top - 22.0, 11, "start", "#000", title);
+    let rows_h = values.len() as f64 * ROW_H;
+    for t in &tk {
+        let x = x0 + t / axis_max * BAR_W;
+        line(svg, (x, top - 4.0), (x, top + rows_h), GRID, false);
+        text(svg, x, top - 7.0, 9, "middle", "#666", &fmt_tick(*t));
+    }
+    if let Some(r) = reference {
+        let x = x0 + r / axis_max * BAR_W;
+        line(svg, (x, top - 4.0), (x, top + rows_h), "#555", true);
+    }
+    for (i, v) in values.iter().enumerate() {
+        let y = top + i as f64 * ROW_H;
+        match v {
+            Some(v) => {
+                let w = (v / axis_max * BAR_W).max(0.5);
                 let _ = writeln!(
                     svg,
-                    r#"<text x="{:.0}" y="{:.0}" font-size="10" text-anchor="end">{us}</text>"#,
-                    LEFT - 4.0,
-                    y(ns) + 3.0
+                    r##"<rect x="{x0:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="#7aa6d6"/>"##,
+                    y + 3.0,
+                    ROW_H - 6.0
+                );
+                text(
+                    svg,
+                    x0 + w + 3.0,
+                    y + ROW_H - 5.0,
+                    9,
+                    "start",
+                    "#333",
+                    &fmt_tick((v * 100.0).round() / 100.0),
                 );
             }
+            None => text(svg, x0 + 2.0, y + ROW_H - 5.0, 9, "start", "#999", "-"),
         }
-        let _ = writeln!(
-            svg,
-            r##"<text x="{:.0}" y="{:.0}" font-size="10">time, s (0 .. {t_max:.2})</text>
-<text x="{:.0}" y="{:.0}" font-size="10" fill="#2ca02c">p99 per 20 ms</text>
-<text x="{:.0}" y="{:.0}" font-size="10" fill="#d62728">max per 20 ms</text>
-<text x="{:.0}" y="{:.0}" font-size="10" fill="#555">dashed: p99 without a snapshot</text>"##,
-            LEFT,
-            lat_top + H + 14.0,
-            LEFT + 180.0,
-            lat_top + H + 14.0,
-            LEFT + 290.0,
-            lat_top + H + 14.0,
-            LEFT + 400.0,
-            lat_top + H + 14.0
-        );
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+fn overview(svg: &mut String, top: f64, dataset: &str, rows: &[&Row]) -> f64 {
+    text(
+        svg,
+        10.0,
+        top + 14.0,
+        14,
+        "start",
+        "#000",
+        &format!("{dataset}: {} configurations (medians)", rows.len()),
+    );
+    let body = top + 50.0;
+    for (i, r) in rows.iter().enumerate() {
+        let y = body + i as f64 * ROW_H;
+        if i % 2 == 0 {
+            let _ = writeln!(
+                svg,
+                r##"<rect x="10" y="{y:.1}" width="{:.1}" height="{ROW_H}" fill="#f6f6f6"/>"##,
+                W - 20.0
+            );
+        }
+        text(svg, 14.0, y + ROW_H - 5.0, 10, "start", "#000", &r.name);
+    }
+    let x1 = 10.0 + NAME_W;
+    let walls: Vec<Option<f64>> = rows.iter().map(|r| Some(r.wall_s)).collect();
+    bar_column(
+        svg,
+        x1,
+        body,
+        "wall s (fork to file in place)",
+        &walls,
+        None,
+    );
+    let files: Vec<Option<f64>> = rows
+        .iter()
+        .map(|r| Some(r.file_bytes as f64 / 1e6))
+        .collect();
+    bar_column(svg, x1 + BAR_W + GAP + 20.0, body, "file MB", &files, None);
+    let ratios: Vec<Option<f64>> = rows.iter().map(|r| r.p99_ratio).collect();
+    bar_column(
+        svg,
+        x1 + 2.0 * (BAR_W + GAP + 20.0),
+        body,
+        "parent write p99: during ÷ without (dashed 1)",
+        &ratios,
+        Some(1.0),
+    );
+    body + rows.len() as f64 * ROW_H + 20.0
+}
+
+/// Shared scales of one dataset's load panels.
+struct Scales {
+    t_max: f64,
+    t_ticks: Vec<f64>,
+    cow_max: f64,
+    cow_ticks: Vec<f64>,
+    lat_lo: f64,
+    lat_hi: f64,
+}
+
+fn scales(panels: &[&Panel]) -> Scales {
+    let t = panels
+        .iter()
+        .map(|p| p.series.last().map_or(p.wall_s, |q| q.t_s).max(p.wall_s))
+        .fold(0.001f64, f64::max);
+    let (t_ticks, t_max) = ticks(t);
+    let cow = panels
+        .iter()
+        .flat_map(|p| p.series.iter().map(|q| q.cow_bytes))
+        .max()
+        .unwrap_or(0) as f64
+        / 1048576.0;
+    let (cow_ticks, cow_max) = ticks(cow.max(1.0));
+    let hi = panels
+        .iter()
+        .flat_map(|p| {
+            p.series
+                .iter()
+                .map(|q| q.max_ns)
+                .chain([p.baseline_max_ns, p.baseline_p99_ns])
+        })
+        .max()
+        .unwrap_or(1000)
+        .max(1000) as f64;
+    Scales {
+        t_max,
+        t_ticks,
+        cow_max,
+        cow_ticks,
+        lat_lo: 100f64.log10(),
+        lat_hi: (hi * 1.5).log10().ceil(),
+    }
+}
+
+fn plot_frame(svg: &mut String, top: f64, label: &str) {
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{LEFT}" y="{top:.1}" width="{PLOT_W}" height="{H}" fill="none" stroke="#999"/>"##
+    );
+    let (x, y) = (16.0, top + H / 2.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{x}" y="{y:.1}" font-size="11" text-anchor="middle" transform="rotate(-90 {x} {y:.1})">{}</text>"#,
+        esc(label)
+    );
+}
+
+fn time_axis(svg: &mut String, s: &Scales, bottom: f64) {
+    for t in &s.t_ticks {
+        let x = LEFT + t / s.t_max * PLOT_W;
+        line(svg, (x, bottom - H), (x, bottom), GRID, false);
+        line(svg, (x, bottom), (x, bottom + 4.0), "#999", false);
+        text(svg, x, bottom + 14.0, 9, "middle", "#666", &fmt_tick(*t));
+    }
+}
+
+fn panel(svg: &mut String, top: f64, p: &Panel, s: &Scales) {
+    text(svg, LEFT, top + 12.0, 12, "start", "#000", &p.title);
+    let x = |t: f64| LEFT + t / s.t_max * PLOT_W;
+
+    // Copy-on-write, linear MiB. Without a snapshot it is 0: the bottom edge.
+    let cow_top = top + 22.0;
+    plot_frame(svg, cow_top, "CoW MiB");
+    time_axis(svg, s, cow_top + H);
+    for c in &s.cow_ticks {
+        let y = cow_top + H - c / s.cow_max * H;
+        line(svg, (LEFT, y), (LEFT + PLOT_W, y), GRID, false);
+        text(svg, LEFT - 5.0, y + 3.0, 9, "end", "#666", &fmt_tick(*c));
+    }
+    let pts: Vec<(f64, f64)> = p
+        .series
+        .iter()
+        .map(|q| {
+            let mib = q.cow_bytes as f64 / 1048576.0;
+            (x(q.t_s), cow_top + H - mib / s.cow_max * H)
+        })
+        .collect();
+    polyline(svg, &pts, COW);
+
+    // Latency, log10 ns mapped to µs ticks.
+    let lat_top = cow_top + H + 28.0;
+    plot_frame(svg, lat_top, "write µs (log)");
+    time_axis(svg, s, lat_top + H);
+    let y = |ns: u64| {
+        let l = (ns.max(100) as f64).log10();
+        lat_top + H - (l - s.lat_lo) / (s.lat_hi - s.lat_lo) * H
+    };
+    let mut dec = s.lat_lo;
+    while dec <= s.lat_hi + 1e-9 {
+        let ns = 10f64.powf(dec) as u64;
+        let yy = y(ns);
+        line(svg, (LEFT, yy), (LEFT + PLOT_W, yy), GRID, false);
+        text(
+            svg,
+            LEFT - 5.0,
+            yy + 3.0,
+            9,
+            "end",
+            "#666",
+            &format!("{}", ns as f64 / 1000.0),
+        );
+        dec += 1.0;
+    }
+    let with_writes: Vec<&Point> = p.series.iter().filter(|q| q.writes > 0).collect();
+    let pts = |f: fn(&Point) -> u64| -> Vec<(f64, f64)> {
+        with_writes.iter().map(|q| (x(q.t_s), y(f(q)))).collect()
+    };
+    polyline(svg, &pts(|q| q.max_ns), MAX);
+    polyline(svg, &pts(|q| q.p99_ns), P99);
+    let (bm, bp) = (y(p.baseline_max_ns), y(p.baseline_p99_ns));
+    line(svg, (LEFT, bm), (LEFT + PLOT_W, bm), MAX, true);
+    line(svg, (LEFT, bp), (LEFT + PLOT_W, bp), P99, true);
+    let ly = lat_top + H + 28.0;
+    text(svg, LEFT, ly, 10, "start", "#333", "time since fork, s");
+    text(svg, LEFT + 150.0, ly, 10, "start", P99, "p99 per 20 ms");
+    text(svg, LEFT + 250.0, ly, 10, "start", MAX, "max per 20 ms");
+    text(
+        svg,
+        LEFT + 350.0,
+        ly,
+        10,
+        "start",
+        "#333",
+        "dashed, same colour: that figure over the baseline run without a snapshot",
+    );
+}
+
+pub fn render(rows: &[Row], panels: &[Panel]) -> String {
+    let mut body = String::new();
+    let mut y = 10.0;
+    let names = datasets(
+        rows.iter()
+            .map(|r| r.dataset.as_str())
+            .chain(panels.iter().map(|p| p.dataset.as_str())),
+    );
+    for d in &names {
+        let rs: Vec<&Row> = rows.iter().filter(|r| r.dataset == *d).collect();
+        if !rs.is_empty() {
+            y = overview(&mut body, y, d, &rs);
+        }
+    }
+    for d in &names {
+        let ps: Vec<&Panel> = panels.iter().filter(|p| p.dataset == *d).collect();
+        if ps.is_empty() {
+            continue;
+        }
+        let s = scales(&ps);
+        y += 10.0;
+        text(
+            &mut body,
+            10.0,
+            y + 14.0,
+            14,
+            "start",
+            "#000",
+            &format!("{d}: load runs over time (same scales in every panel)"),
+        );
+        y += 26.0;
+        for p in ps {
+            panel(&mut body, y, p, &s);
+            y += PANEL_H;
+        }
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{:.0}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{body}</svg>\n",
+        y + 10.0
+    )
 }
