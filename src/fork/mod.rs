@@ -36,8 +36,8 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// On a machine with few cores the child (encoding at full speed) and the serving parent
 /// share them, and a parent thread that wakes to serve a request can wait for the child's
 /// time slice. Measured with snapbench (10M populate keys, 100k overwrites/s in the
-/// parent, `--runs 1 --load-runs 3 --child-priority inherit|batch` alternated twice; README
-/// Performance): the parent's write p99 during the snapshot over its p99 without one had
+/// parent, `--runs 1 --load-runs 3 --child-priority inherit|batch` alternated twice;
+/// docs/PERFORMANCE.md): the parent's write p99 during the snapshot over its p99 without one had
 /// a median of ~7.5× (5.2–19.7×) inheriting the parent's policy and ~2.7× (2.4–6.7×) with
 /// `Batch`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

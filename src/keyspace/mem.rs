@@ -166,7 +166,7 @@ struct Slot {
 /// How many slots ahead the walk asks the CPU to fetch a slot's key and value. Without
 /// it the walk stalls on a cache miss at each key's first byte (`perf annotate`: 86% of
 /// `entry_header` on that load); 8 and 16 measured alike, both halving the child's CPU
-/// time for 10M populate keys (README, Performance). The slot itself is prefetched twice
+/// time for 10M populate keys (docs/PERFORMANCE.md). The slot itself is prefetched twice
 /// as far ahead: with only the first hint the walk stalled on loading the slot 16 ahead
 /// (80% of the walk's samples); the second took child CPU from 0.40–0.47 s to 0.31–0.40 s.
 const PREFETCH_KEYS_AHEAD: usize = 16;

@@ -278,7 +278,7 @@ fn write_inner(
             BackendKind::Pwrite,
             "forced by the caller".into(),
         ),
-        // Measured (README, Performance: 10M populate keys, plain RDB, median of 3):
+        // Measured (docs/PERFORMANCE.md: 10M populate keys, plain RDB, median of 3):
         // buffered io_uring 2.13 s, pwrite 1.50 s, io_uring + O_DIRECT 1.48 s. So Auto
         // uses io_uring only with O_DIRECT.
         BackendKind::Auto if !opts.direct => (

@@ -2,7 +2,7 @@
 //! the fork pipeline (and, for comparison, in-process `save` and a plain buffered
 //! `std::fs::File` writer) across formats, backends, O_DIRECT and writer threads, loads the
 //! parent with a write mutator, and reports per run. The flags and the `--json` fields are
-//! a contract scripts rely on (README.md, `tools/compare-peers`).
+//! a contract scripts rely on (docs/PERFORMANCE.md, `tools/compare-peers`).
 //!
 //! Rule of the command line: what a flag pins is run as given; every axis not pinned is
 //! swept (so no flags at all runs the default suite).
