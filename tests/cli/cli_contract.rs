@@ -44,6 +44,11 @@ fn verify_accepts_valid_and_names_the_offset_of_damage() {
         so.contains("db0=") && so.contains("db1=2") && so.contains("db9=1"),
         "{so}"
     );
+    assert!(
+        so.trim_end().ends_with("; loads in Redis >= 7.2, Valkey"),
+        "{so}"
+    );
+    assert!(se.is_empty(), "{se}");
 
     let truncated = common::write_temp(dir.path(), "cut.rdb", &rdb[..rdb.len() / 2]);
     let o = forksnap(&[&"verify", &truncated]);
@@ -136,15 +141,15 @@ fn convert_through_fork_backends_and_direct_io() {
         let o = forksnap(&args);
         let (so, se) = text(&o);
         assert_eq!(o.status.code(), Some(0), "{flags:?}: {so}{se}");
-        let want = if flags.contains(&"--no-fork") {
-            "in-process"
-        } else {
-            "forked child"
-        };
-        assert!(so.contains(want), "{flags:?}: {so}");
-        if flags.contains(&"pwrite") {
-            assert!(so.contains("forced"), "{so}");
-        }
+        // One line, the path the user typed and what loads it; no temp file, no
+        // backend internals.
+        assert_eq!(so.lines().count(), 1, "{so}");
+        assert!(
+            so.starts_with(&format!("wrote {}: ", out.display())),
+            "{so}"
+        );
+        assert!(so.contains("loads in Redis >= 7.2, Valkey"), "{so}");
+        assert!(!so.contains("temp-") && !so.contains("forced"), "{so}");
         let (ks, _) = load(&std::fs::read(&out).unwrap(), &LoadOptions::default()).unwrap();
         common::assert_same_data(&original, &ks);
     }
@@ -271,4 +276,179 @@ fn lz4_cli_restores_the_plain_rdb() {
         std::fs::read(&restored).unwrap() == plain,
         "lz4 -d output differs from the plain RDB"
     );
+}
+
+/// verify names the servers that load the file, and warns about an LZ4 frame.
+#[test]
+fn verify_says_which_servers_load_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = datasets::edge_cases(false);
+    for (version, want) in [(9u8, "Redis >= 5.0, Valkey"), (10, "Redis >= 7.0, Valkey")] {
+        let opts = EncodeOptions {
+            version,
+            ..Default::default()
+        };
+        let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+        let p = common::write_temp(dir.path(), &format!("v{version}.rdb"), &rdb);
+        let (so, se) = text(&forksnap(&[&"verify", &p]));
+        assert!(so.contains(&format!("loads in {want}")), "{so}");
+        assert!(se.is_empty(), "{se}");
+    }
+    let framed = dir.path().join("framed.rdb.lz4");
+    let (p, _) = sample(dir.path());
+    let o = forksnap(&[&"convert", &p, &framed, &"--compression", &"lz4"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = forksnap(&[&"verify", &framed]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        so.contains("(LZ4 frame)") && so.contains("no server loads an LZ4 frame"),
+        "{so}"
+    );
+    assert!(se.starts_with("warning: ") && se.contains("lz4 -d"), "{se}");
+}
+
+/// An empty file is called empty, by every command.
+#[test]
+fn empty_file_is_named_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = common::write_temp(dir.path(), "empty.rdb", b"");
+    let out = dir.path().join("out.rdb");
+    for args in [
+        vec![&"verify" as &dyn AsRef<std::ffi::OsStr>, &empty],
+        vec![&"inspect", &empty],
+        vec![&"convert", &empty, &out],
+    ] {
+        let o = forksnap(&args);
+        let (so, se) = text(&o);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(so.is_empty(), "{so}");
+        assert_eq!(
+            se.trim_end(),
+            format!("error: {}: file is empty (0 bytes)", empty.display())
+        );
+    }
+    assert!(!out.exists());
+}
+
+/// convert refuses an OUT that is a directory before reading anything, and names the path
+/// the user typed (not the temp file) when writing fails.
+#[test]
+fn convert_names_what_the_user_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = sample(dir.path());
+    let outdir = dir.path().join("outdir");
+    std::fs::create_dir(&outdir).unwrap();
+    // IN does not even exist: the directory is refused first, before any work.
+    let o = forksnap(&[&"convert", &dir.path().join("missing.rdb"), &outdir]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        se.contains(&format!("{} is a directory", outdir.display())),
+        "{se}"
+    );
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0);
+
+    let nowhere = dir.path().join("no-such-dir").join("out.rdb");
+    let o = forksnap(&[&"convert", &p, &nowhere]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        se.starts_with(&format!(
+            "error: cannot write {}: create failed",
+            nowhere.display()
+        )),
+        "{se}"
+    );
+    assert!(!se.contains("temp-"), "{se}");
+}
+
+/// A stream makes convert refuse the file with the flag that would drop it named; with
+/// the flag it converts and says what it dropped.
+#[test]
+fn convert_names_skip_unsupported_when_it_is_needed() {
+    let Some(mut s) = common::Server::start(common::Kind::Redis70) else {
+        return;
+    };
+    s.conn().ok(&[b"SET", b"plain", b"1"]);
+    s.conn().cmd(&[b"XADD", b"events", b"*", b"f", b"v"]);
+    let rdb = s.save_file();
+    let dir = tempfile::tempdir().unwrap();
+    let p = common::write_temp(dir.path(), "stream.rdb", &rdb);
+    let out = dir.path().join("out.rdb");
+    let o = forksnap(&[&"convert", &p, &out]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(se.contains("--skip-unsupported"), "{se}");
+    assert!(!out.exists());
+    let o = forksnap(&[&"convert", &p, &out, &"--skip-unsupported"]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    assert!(
+        so.contains("1 keys") && so.contains("dropped 1 stream/module values"),
+        "{so}"
+    );
+}
+
+/// inspect's table puts keys, elements and bytes of a type and encoding on one row, and
+/// counts a collection's elements (a hash's fields, not its fields and values).
+#[test]
+fn inspect_counts_elements_and_bytes_per_encoding() {
+    use forksnap::{MemKeyspace, MemValue};
+    let mut ks = MemKeyspace::new();
+    ks.insert(
+        0,
+        "h",
+        MemValue::hash([("a", "1"), ("b", "2"), ("c", "3")]).unwrap(),
+        None,
+    );
+    ks.insert(
+        0,
+        "s",
+        MemValue::set(["x", "y", "z", "w", "v"]).unwrap(),
+        None,
+    );
+    ks.insert(
+        0,
+        "z",
+        MemValue::zset([("m", 1.0), ("n", 2.0)]).unwrap(),
+        None,
+    );
+    ks.insert(0, "l", MemValue::list(["1", "2", "3", "4"]), None);
+    ks.insert(0, "str", MemValue::str("hello"), None);
+    let dir = tempfile::tempdir().unwrap();
+    let (rdb, _) = encode_to_vec(&ks, &EncodeOptions::default()).unwrap();
+    let p = common::write_temp(dir.path(), "small.rdb", &rdb);
+    let o = forksnap(&[&"inspect", &p, &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by_type = |t: &str| {
+        v["encodings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == t)
+            .unwrap_or_else(|| panic!("no {t} in {v}"))
+            .clone()
+    };
+    for (t, elements) in [
+        ("hash", 3),
+        ("set", 5),
+        ("zset", 2),
+        ("list", 4),
+        ("string", 1),
+    ] {
+        let e = by_type(t);
+        assert_eq!(e["keys"], 1, "{e}");
+        assert_eq!(e["elements"], elements, "{t}: {e}");
+        assert!(e["bytes"].as_u64().unwrap() > 0, "{e}");
+    }
+    let o = forksnap(&[&"inspect", &p]);
+    let (so, _) = text(&o);
+    let row = so
+        .lines()
+        .find(|l| l.trim_start().starts_with("hash"))
+        .unwrap_or_else(|| panic!("no hash row in\n{so}"));
+    let numbers: Vec<&str> = row.split_whitespace().skip(2).collect();
+    assert_eq!(numbers.len(), 3, "keys, elements, bytes on one row: {row}");
+    assert_eq!(&numbers[..2], ["1", "3"], "{row}");
 }
