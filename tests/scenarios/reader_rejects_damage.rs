@@ -110,17 +110,42 @@ fn the_parser_alone_catches_structural_damage() {
         "listpack terminator where expected"
     );
     let eof = rdb.len() - 9;
-    // (what, byte offset, the value written there)
+    // (what, byte offset, the value written there, what the error must say)
     let cases = [
-        ("unknown type byte", skey - 2, 0x3F),
-        ("unknown hash type byte", hkey - 2, 0x3F),
-        ("listpack total bytes", lp, rdb[lp] ^ 0x40),
-        ("listpack element count", lp + 4, 1),
-        ("listpack terminator", lp + lp_len - 1, 0x00),
-        ("listpack entry header", lp + 6, 0xF1),
-        ("end-of-file opcode", eof, 0x3E),
+        ("unknown type byte", skey - 2, 0x3F, "unknown value type 63"),
+        (
+            "unknown hash type byte",
+            hkey - 2,
+            0x3F,
+            "unknown value type 63",
+        ),
+        (
+            "listpack total bytes",
+            lp,
+            rdb[lp] ^ 0x40,
+            "listpack header says",
+        ),
+        (
+            "listpack element count",
+            lp + 4,
+            1,
+            "header says 1 elements, found 4",
+        ),
+        (
+            "listpack terminator",
+            lp + lp_len - 1,
+            0x00,
+            "runs past the end",
+        ),
+        (
+            "listpack entry header",
+            lp + 6,
+            0xF1,
+            "back length does not match",
+        ),
+        ("end-of-file opcode", eof, 0x3E, "unknown value type 62"),
     ];
-    for (what, at, value) in cases {
+    for (what, at, value, says) in cases {
         let mut bad = rdb.clone();
         bad[at] = value;
         assert_ne!(bad, rdb, "{what}: the damage changed nothing");
