@@ -465,11 +465,11 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                     pictures.push(svg::Panel {
                         dataset: label.clone(),
                         title: format!(
-                            "{} {} {}: parent overwrites {} keys/s",
+                            "{} {} {}, {}k writes/s",
                             c.mode.name(),
                             c.format.name(),
                             c.backend_name(),
-                            cli.mutate_rate
+                            cli.mutate_rate / 1000
                         ),
                         series: load.series.clone(),
                         baseline_p99_ns: base.hist.value_at_quantile(0.99),
@@ -607,7 +607,8 @@ impl Summary {
             .as_ref()
             .map_or(true, |f| r.bytes_written < f.1)
         {
-            self.smallest = Some((name.clone(), r.bytes_written));
+            // Every backend writes the same bytes: the format decides the size.
+            self.smallest = Some((c.format.name().to_string(), r.bytes_written));
         }
         if let Some(l) = load {
             let ratio = p99_ratio(l);

@@ -30,14 +30,18 @@ pub struct Panel {
 }
 
 const W: f64 = 960.0;
-const LEFT: f64 = 80.0;
-const PLOT_W: f64 = W - LEFT - 30.0;
-const H: f64 = 150.0;
-const PANEL_H: f64 = 2.0 * H + 95.0;
+/// Load panels: a grid of this many columns, each cell a CoW plot above a latency plot.
+const COLS: usize = 3;
+const CELL_W: f64 = (W - 20.0) / COLS as f64;
+/// Room left of each plot for its tick labels.
+const INSET: f64 = 44.0;
+const PLOT_W: f64 = CELL_W - INSET - 14.0;
+const H: f64 = 95.0;
+const CELL_H: f64 = 2.0 * H + 72.0;
 const ROW_H: f64 = 18.0;
-const NAME_W: f64 = 250.0;
-const BAR_W: f64 = 190.0;
-const GAP: f64 = 30.0;
+const NAME_W: f64 = 220.0;
+const BAR_W: f64 = 170.0;
+const GAP: f64 = 50.0;
 
 const COW: &str = "#1f77b4";
 const P99: &str = "#2ca02c";
@@ -72,15 +76,17 @@ fn ticks(max: f64) -> (Vec<f64>, f64) {
     (v, top.max(step))
 }
 
+/// A tick or value label with three significant digits at most (no float noise).
 fn fmt_tick(v: f64) -> String {
     if v == 0.0 {
-        "0".into()
-    } else if v >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
+        return "0".into();
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{v}")
+        s
     }
 }
 
@@ -169,7 +175,7 @@ fn bar_column(
                     9,
                     "start",
                     "#333",
-                    &fmt_tick((v * 100.0).round() / 100.0),
+                    &fmt_tick(*v),
                 );
             }
             None => text(svg, x0 + 2.0, y + ROW_H - 5.0, 9, "start", "#999", "-"),
@@ -213,13 +219,13 @@ fn overview(svg: &mut String, top: f64, dataset: &str, rows: &[&Row]) -> f64 {
         .iter()
         .map(|r| Some(r.file_bytes as f64 / 1e6))
         .collect();
-    bar_column(svg, x1 + BAR_W + GAP + 20.0, body, "file MB", &files, None);
+    bar_column(svg, x1 + BAR_W + GAP, body, "file MB", &files, None);
     let ratios: Vec<Option<f64>> = rows.iter().map(|r| r.p99_ratio).collect();
     bar_column(
         svg,
-        x1 + 2.0 * (BAR_W + GAP + 20.0),
+        x1 + 2.0 * (BAR_W + GAP),
         body,
-        "parent write p99: during ÷ without (dashed 1)",
+        "parent p99 during ÷ without",
         &ratios,
         Some(1.0),
     );
@@ -270,40 +276,42 @@ fn scales(panels: &[&Panel]) -> Scales {
     }
 }
 
-fn plot_frame(svg: &mut String, top: f64, label: &str) {
+fn plot_frame(svg: &mut String, left: f64, top: f64, label: &str) {
     let _ = writeln!(
         svg,
-        r##"<rect x="{LEFT}" y="{top:.1}" width="{PLOT_W}" height="{H}" fill="none" stroke="#999"/>"##
+        r##"<rect x="{left:.1}" y="{top:.1}" width="{PLOT_W:.1}" height="{H}" fill="none" stroke="#999"/>"##
     );
-    let (x, y) = (16.0, top + H / 2.0);
+    let (x, y) = (left - INSET + 8.0, top + H / 2.0);
     let _ = writeln!(
         svg,
-        r#"<text x="{x}" y="{y:.1}" font-size="11" text-anchor="middle" transform="rotate(-90 {x} {y:.1})">{}</text>"#,
+        r#"<text x="{x:.1}" y="{y:.1}" font-size="9" text-anchor="middle" transform="rotate(-90 {x:.1} {y:.1})">{}</text>"#,
         esc(label)
     );
 }
 
-fn time_axis(svg: &mut String, s: &Scales, bottom: f64) {
+fn time_axis(svg: &mut String, s: &Scales, left: f64, bottom: f64) {
     for t in &s.t_ticks {
-        let x = LEFT + t / s.t_max * PLOT_W;
+        let x = left + t / s.t_max * PLOT_W;
         line(svg, (x, bottom - H), (x, bottom), GRID, false);
-        line(svg, (x, bottom), (x, bottom + 4.0), "#999", false);
-        text(svg, x, bottom + 14.0, 9, "middle", "#666", &fmt_tick(*t));
+        line(svg, (x, bottom), (x, bottom + 3.0), "#999", false);
+        text(svg, x, bottom + 12.0, 8, "middle", "#666", &fmt_tick(*t));
     }
 }
 
-fn panel(svg: &mut String, top: f64, p: &Panel, s: &Scales) {
-    text(svg, LEFT, top + 12.0, 12, "start", "#000", &p.title);
-    let x = |t: f64| LEFT + t / s.t_max * PLOT_W;
+/// One load run in the grid cell whose top-left corner is (`x0`, `top`).
+fn panel(svg: &mut String, x0: f64, top: f64, p: &Panel, s: &Scales) {
+    let left = x0 + INSET;
+    text(svg, left, top + 11.0, 10, "start", "#000", &p.title);
+    let x = |t: f64| left + t / s.t_max * PLOT_W;
 
     // Copy-on-write, linear MiB. Without a snapshot it is 0: the bottom edge.
-    let cow_top = top + 22.0;
-    plot_frame(svg, cow_top, "CoW MiB");
-    time_axis(svg, s, cow_top + H);
+    let cow_top = top + 18.0;
+    plot_frame(svg, left, cow_top, "CoW MiB");
+    time_axis(svg, s, left, cow_top + H);
     for c in &s.cow_ticks {
         let y = cow_top + H - c / s.cow_max * H;
-        line(svg, (LEFT, y), (LEFT + PLOT_W, y), GRID, false);
-        text(svg, LEFT - 5.0, y + 3.0, 9, "end", "#666", &fmt_tick(*c));
+        line(svg, (left, y), (left + PLOT_W, y), GRID, false);
+        text(svg, left - 4.0, y + 3.0, 8, "end", "#666", &fmt_tick(*c));
     }
     let pts: Vec<(f64, f64)> = p
         .series
@@ -315,27 +323,27 @@ fn panel(svg: &mut String, top: f64, p: &Panel, s: &Scales) {
         .collect();
     polyline(svg, &pts, COW);
 
-    // Latency, log10 ns mapped to µs ticks.
-    let lat_top = cow_top + H + 28.0;
-    plot_frame(svg, lat_top, "write µs (log)");
-    time_axis(svg, s, lat_top + H);
+    // Latency, log10 ns with µs ticks.
+    let lat_top = cow_top + H + 22.0;
+    plot_frame(svg, left, lat_top, "write µs (log)");
+    time_axis(svg, s, left, lat_top + H);
     let y = |ns: u64| {
         let l = (ns.max(100) as f64).log10();
         lat_top + H - (l - s.lat_lo) / (s.lat_hi - s.lat_lo) * H
     };
     let mut dec = s.lat_lo;
     while dec <= s.lat_hi + 1e-9 {
-        let ns = 10f64.powf(dec) as u64;
+        let ns = 10f64.powf(dec).round() as u64;
         let yy = y(ns);
-        line(svg, (LEFT, yy), (LEFT + PLOT_W, yy), GRID, false);
+        line(svg, (left, yy), (left + PLOT_W, yy), GRID, false);
         text(
             svg,
-            LEFT - 5.0,
+            left - 4.0,
             yy + 3.0,
-            9,
+            8,
             "end",
             "#666",
-            &format!("{}", ns as f64 / 1000.0),
+            &fmt_tick(ns as f64 / 1000.0),
         );
         dec += 1.0;
     }
@@ -346,21 +354,25 @@ fn panel(svg: &mut String, top: f64, p: &Panel, s: &Scales) {
     polyline(svg, &pts(|q| q.max_ns), MAX);
     polyline(svg, &pts(|q| q.p99_ns), P99);
     let (bm, bp) = (y(p.baseline_max_ns), y(p.baseline_p99_ns));
-    line(svg, (LEFT, bm), (LEFT + PLOT_W, bm), MAX, true);
-    line(svg, (LEFT, bp), (LEFT + PLOT_W, bp), P99, true);
-    let ly = lat_top + H + 28.0;
-    text(svg, LEFT, ly, 10, "start", "#333", "time since fork, s");
-    text(svg, LEFT + 150.0, ly, 10, "start", P99, "p99 per 20 ms");
-    text(svg, LEFT + 250.0, ly, 10, "start", MAX, "max per 20 ms");
-    text(
-        svg,
-        LEFT + 350.0,
-        ly,
-        10,
-        "start",
-        "#333",
-        "dashed, same colour: that figure over the baseline run without a snapshot",
-    );
+    line(svg, (left, bm), (left + PLOT_W, bm), MAX, true);
+    line(svg, (left, bp), (left + PLOT_W, bp), P99, true);
+}
+
+fn panel_legend(svg: &mut String, y: f64) {
+    let items = [
+        (COW, false, "copy-on-write (none without a snapshot)"),
+        (P99, false, "write p99 per 20 ms"),
+        (MAX, false, "write max per 20 ms"),
+        (P99, true, "p99 without a snapshot"),
+        (MAX, true, "max without a snapshot"),
+    ];
+    let mut x = 20.0;
+    for (color, dash, label) in items {
+        line(svg, (x, y - 3.0), (x + 22.0, y - 3.0), color, dash);
+        text(svg, x + 26.0, y, 9, "start", "#333", label);
+        x += 30.0 + label.len() as f64 * 5.2;
+    }
+    text(svg, x, y, 9, "start", "#333", "x axis: seconds since fork");
 }
 
 pub fn render(rows: &[Row], panels: &[Panel]) -> String {
@@ -391,12 +403,15 @@ pub fn render(rows: &[Row], panels: &[Panel]) -> String {
             14,
             "start",
             "#000",
-            &format!("{d}: load runs over time (same scales in every panel)"),
+            &format!("{d}: load runs over time, every panel on the same scales"),
         );
-        y += 26.0;
-        for p in ps {
-            panel(&mut body, y, p, &s);
-            y += PANEL_H;
+        panel_legend(&mut body, y + 32.0);
+        y += 42.0;
+        for row in ps.chunks(COLS) {
+            for (i, p) in row.iter().enumerate() {
+                panel(&mut body, 10.0 + i as f64 * CELL_W, y, p, &s);
+            }
+            y += CELL_H;
         }
     }
     format!(
