@@ -50,7 +50,7 @@ fn mixed(n: usize) -> MemKeyspace {
                 format!("value:{i}")
                     .into_bytes()
                     .into_iter()
-                    .chain(std::iter::repeat(0).take(90))
+                    .chain(std::iter::repeat_n(0, 90))
                     .collect::<Vec<u8>>(),
             ),
             3 => MemValue::hash((0..10).map(|j| (format!("f{j}"), format!("v{}", i * j)))).unwrap(),

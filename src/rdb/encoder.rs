@@ -633,7 +633,7 @@ pub fn encode_with<S: ChunkSink>(
         ks.walk(info.index, &mut |e| match enc.write_entry(e) {
             Ok(_) => {
                 keys += 1;
-                if keys % PROGRESS_EVERY_KEYS == 0 {
+                if keys.is_multiple_of(PROGRESS_EVERY_KEYS) {
                     progress(&enc, keys);
                 }
                 ControlFlow::Continue(())
@@ -647,7 +647,7 @@ pub fn encode_with<S: ChunkSink>(
             return Err(x);
         }
     }
-    if keys % PROGRESS_EVERY_KEYS != 0 {
+    if !keys.is_multiple_of(PROGRESS_EVERY_KEYS) {
         // A last report while the encoder's buffers are still alive (a keyspace of a
         // few huge keys has no other; the child's memory probe relies on it).
         progress(&enc, keys);

@@ -155,7 +155,7 @@ impl<'a> Writer<'a> {
             return Ok(None);
         }
         let mut truncate_to = None;
-        if self.direct && real % CHUNK_ALIGN != 0 {
+        if self.direct && !real.is_multiple_of(CHUNK_ALIGN) {
             let padded = real.div_ceil(CHUNK_ALIGN) * CHUNK_ALIGN;
             buf.full_capacity_mut()[real..padded].fill(0);
             buf.set_len(padded);

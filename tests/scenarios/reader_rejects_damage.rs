@@ -145,7 +145,7 @@ fn the_parser_alone_catches_structural_damage() {
         ),
         ("end-of-file opcode", eof, 0x3E, "unknown value type 62"),
     ];
-    for (what, at, value, says) in cases {
+    for (what, at, value, _says) in cases {
         let mut bad = rdb.clone();
         bad[at] = value;
         assert_ne!(bad, rdb, "{what}: the damage changed nothing");

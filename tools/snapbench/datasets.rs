@@ -229,12 +229,12 @@ fn mixed_key(spec: &Spec, i: u64, t: &mut dyn Target) {
         }
         // Small hashes (listpack in Redis), and a few large ones (hashtable).
         55..=67 => {
-            let big = kind == 67 && r.next() % 5 == 0;
+            let big = kind == 67 && r.next().is_multiple_of(5);
             hash(&mut r, if big { (200, 1000) } else { (4, 30) })
         }
         // Integer sets (intset up to 512 members, hashtable beyond).
         68..=75 => {
-            let n = if r.next() % 33 == 0 {
+            let n = if r.next().is_multiple_of(33) {
                 r.range(513, 2000)
             } else {
                 r.range(4, 120)
@@ -255,7 +255,7 @@ fn mixed_key(spec: &Spec, i: u64, t: &mut dyn Target) {
         }
         // Sorted sets: mostly small (listpack), some large (skiplist).
         81..=88 => {
-            let n = if r.next() % 33 == 0 {
+            let n = if r.next().is_multiple_of(33) {
                 r.range(129, 600)
             } else {
                 r.range(4, 60)
@@ -274,7 +274,7 @@ fn mixed_key(spec: &Spec, i: u64, t: &mut dyn Target) {
         }
         // Lists: mostly short, some long (several quicklist nodes).
         _ => {
-            let n = if r.next() % 50 == 0 {
+            let n = if r.next().is_multiple_of(50) {
                 r.range(200, 1500)
             } else {
                 r.range(3, 20)
@@ -287,7 +287,10 @@ fn mixed_key(spec: &Spec, i: u64, t: &mut dyn Target) {
             }))
         }
     };
-    let expire = (r.next() % 5 == 0).then(|| EXPIRE_BASE_MS + (r.next() % 86_400_000) as i64);
+    let expire = r
+        .next()
+        .is_multiple_of(5)
+        .then(|| EXPIRE_BASE_MS + (r.next() % 86_400_000) as i64);
     t.put(db, key, value, expire);
 }
 

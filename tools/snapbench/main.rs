@@ -596,23 +596,19 @@ impl Summary {
     fn add(&mut self, c: &Config, r: &RunOut, load: Option<&RunOut>) {
         let name = format!("{} {} {}", c.mode.name(), c.format.name(), c.backend_name());
         let wall = r.wall.as_secs_f64();
-        if self.fastest.as_ref().map_or(true, |f| wall < f.1) {
+        if self.fastest.as_ref().is_none_or(|f| wall < f.1) {
             self.fastest = Some((name.clone(), wall));
         }
-        if c.mode == Mode::Fork && self.fastest_fork.as_ref().map_or(true, |f| wall < f.1) {
+        if c.mode == Mode::Fork && self.fastest_fork.as_ref().is_none_or(|f| wall < f.1) {
             self.fastest_fork = Some((name.clone(), wall));
         }
-        if self
-            .smallest
-            .as_ref()
-            .map_or(true, |f| r.bytes_written < f.1)
-        {
+        if self.smallest.as_ref().is_none_or(|f| r.bytes_written < f.1) {
             // Every backend writes the same bytes: the format decides the size.
             self.smallest = Some((c.format.name().to_string(), r.bytes_written));
         }
         if let Some(l) = load {
             let ratio = p99_ratio(l);
-            if ratio.is_finite() && self.best_p99.as_ref().map_or(true, |f| ratio < f.1) {
+            if ratio.is_finite() && self.best_p99.as_ref().is_none_or(|f| ratio < f.1) {
                 self.best_p99 = Some((name, ratio));
             }
             if let Some(rate) = l.load.as_ref().map(|x| x.rate()) {
@@ -628,7 +624,7 @@ impl Summary {
             parts.push(format!("fastest forked snapshot {n} ({w:.3} s)"));
         }
         if let Some((n, w)) = &self.fastest {
-            if self.fastest_fork.as_ref().map_or(true, |f| &f.0 != n) {
+            if self.fastest_fork.as_ref().is_none_or(|f| &f.0 != n) {
                 parts.push(format!("fastest of all {n} ({w:.3} s)"));
             }
         }
