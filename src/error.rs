@@ -40,6 +40,17 @@ pub enum Error {
     CowLimitExceeded { budget: u64, observed: u64 },
     /// The snapshot child failed without a more specific error (killed by a signal, ...).
     Child { status: String },
+    /// The keyspace handed out a value no server would load (a view whose `len()`
+    /// disagrees with what its `for_each` yields, ...). Nothing was written in place of
+    /// the target.
+    BadValue {
+        /// The key, as text (bytes that are not UTF-8 replaced).
+        key: String,
+        what: String,
+    },
+    /// The child made no progress (no report, no CPU time, no disk wait) for `seconds`
+    /// and was killed; see `SnapshotOptions::stall_timeout`.
+    Stalled { seconds: u64, keys: u64 },
 }
 
 impl Error {
@@ -92,6 +103,16 @@ impl fmt::Display for Error {
                 "snapshot aborted: copy-on-write reached {observed} bytes, over the budget of {budget}"
             ),
             Error::Child { status } => write!(f, "snapshot child failed: {status}"),
+            Error::BadValue { key, what } => {
+                write!(f, "the keyspace gave an invalid value for key {key:?}: {what}")
+            }
+            Error::Stalled { seconds, keys } => write!(
+                f,
+                "snapshot child made no progress for {seconds} s after {keys} keys and was killed: \
+                 its walk is probably waiting for a lock that another thread held when the \
+                 server forked (take the keyspace's locks before start() and read through them \
+                 in walk), or its disk stopped responding"
+            ),
         }
     }
 }

@@ -41,6 +41,8 @@ pub use fork::{
     snapshot_running, ChildPriority, Progress, RunningSnapshot, SnapshotOptions, SnapshotReport,
 };
 #[cfg(target_os = "linux")]
-pub use keyspace::{Entry, Keyspace, MemKeyspace, MemValue, Value};
+pub use keyspace::{
+    DbInfo, Entry, HashView, Keyspace, MemKeyspace, MemValue, SeqView, Value, ZSetView,
+};
 #[cfg(target_os = "linux")]
 pub use sink::{save, BackendKind, Faults, Format, SaveOptions, SaveReport, Step};

@@ -6,12 +6,22 @@
 //!   never touches stdio, reports only through `write(2)` on its pipe, builds its own
 //!   io_uring ring and buffers (never inherited, never the parent's heap pages), and
 //!   leaves with `_exit`.
-//! - The child dies with the parent (`PR_SET_PDEATHSIG`, checked once after setting it).
+//! - The child dies with the parent *process* (not with the thread that forked it: a
+//!   runtime may retire that thread): it checks `getppid()` between batches of keys and
+//!   from a 250 ms timer signal (so a walk blocked for ever still notices), and a report
+//!   written to the closed pipe kills it (`SIGPIPE`).
+//! - The child closes every descriptor it inherited except its report pipe, stdin/out/err
+//!   and those the caller keeps (`SnapshotOptions::keep_fd`): a socket the parent closes
+//!   is closed for its peer at once, not when the child exits.
 //! - The target is replaced only by the child's rename of a complete, fsynced temp file
 //!   `temp-<child pid>.rdb` beside it; the parent removes that temp file whenever the
 //!   child fails or is killed.
 //! - One snapshot at a time per process (`AlreadyRunning`).
-//! - The parent never blocks except in [`RunningSnapshot::wait`].
+//! - Success is the child's final report followed by its exit: a parent that ignores
+//!   `SIGCHLD` or reaps children itself (so `waitpid` finds nothing) still gets the
+//!   outcome.
+//! - The parent never blocks except in [`RunningSnapshot::wait`] (and in `abort` or a
+//!   drop, which reap a killed child).
 
 pub(crate) mod report;
 
@@ -25,6 +35,7 @@ use crate::sink::{
     write_snapshot, BackendKind, BackendStats, Faults, Format, Step, WriteOptions, WriteReport,
 };
 use report::{Fields, Msg};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -102,12 +113,17 @@ pub struct SnapshotOptions {
     pub probe_child_memory: bool,
     /// The child's scheduling class; see [`ChildPriority`].
     pub child_priority: ChildPriority,
+    /// Kill the child when it makes no progress for this long; see
+    /// [`SnapshotOptions::stall_timeout`].
+    pub stall_timeout: Option<Duration>,
+    /// Inherited descriptors the child keeps open; see [`SnapshotOptions::keep_fd`].
+    pub keep_fds: Vec<RawFd>,
 }
 
 impl SnapshotOptions {
-    /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, io_uring (pwrite fallback),
-    /// 4 writes in flight, writeback paced every 4 MiB, no CoW budget, child at
-    /// `SCHED_BATCH`.
+    /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, `BackendKind::Auto`
+    /// (pwrite for buffered writes, io_uring with O_DIRECT), 4 writes in flight, writeback
+    /// paced every 4 MiB, no CoW budget, child at `SCHED_BATCH`, a 60 s stall timeout.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SnapshotOptions {
             path: path.into(),
@@ -117,6 +133,8 @@ impl SnapshotOptions {
             cow_sampling: CowSampling::default(),
             probe_child_memory: false,
             child_priority: ChildPriority::default(),
+            stall_timeout: Some(Duration::from_secs(60)),
+            keep_fds: Vec::new(),
         }
     }
     /// Plain RDB or an LZ4 frame. LZ4 turns LZF off (the frame compresses instead).
@@ -188,24 +206,59 @@ impl SnapshotOptions {
         self.child_priority = p;
         self
     }
+    /// Kill the child and fail with [`Error::Stalled`] when it makes no progress for
+    /// `timeout`: no report, no CPU time and no disk wait (a walk blocked on a lock that
+    /// was held at fork waits for ever otherwise). `None`: wait for ever. Default 60 s.
+    pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+    /// Keep the inherited descriptor `fd` open in the child (by default the child closes
+    /// all but its report pipe and stdin/out/err, so that the server's listening and
+    /// client sockets close when the parent closes them). For a keyspace whose `walk`
+    /// reads through a descriptor.
+    pub fn keep_fd(mut self, fd: RawFd) -> Self {
+        self.keep_fds.push(fd);
+        self
+    }
     /// A fault plan (tests).
     pub fn faults(mut self, f: Faults) -> Self {
         self.write.faults = f;
         self
     }
 
-    /// Encodes and writes in this process, without fork.
+    /// Encodes and writes in this process, without fork. `SIGXFSZ` is ignored while it
+    /// writes (a file size limit then fails the write with `EFBIG` instead of killing the
+    /// process) and restored after.
     pub fn save(&self, ks: &dyn Keyspace) -> Result<SnapshotReport> {
         let t = Instant::now();
         let tmp = temp_path(&self.path, &format!("{}-save", std::process::id()));
         let mut io = Io::new(tmp, self.path.clone(), self.write.faults.clone());
-        let r = write_snapshot(ks, &self.encode, &self.write, &mut io, &mut |_, _, _| {})?;
-        let mut rep = SnapshotReport::from_write(&r, &self.path);
+        // SAFETY: installing SIG_IGN for SIGXFSZ and reading the previous disposition
+        // into a zeroed, valid sigaction.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `old` is a valid out-pointer.
+        unsafe {
+            let mut ign: libc::sigaction = std::mem::zeroed();
+            ign.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGXFSZ, &ign, &mut old);
+        }
+        let r = write_snapshot(ks, &self.encode, &self.write, &mut io, &mut |_, _, _| {});
+        // SAFETY: restoring the disposition read above.
+        unsafe { libc::sigaction(libc::SIGXFSZ, &old, std::ptr::null_mut()) };
+        let mut rep = SnapshotReport::from_write(&r?, &self.path);
         rep.child_wall = t.elapsed();
         Ok(rep)
     }
 
-    /// Forks; the child writes the snapshot while the caller goes on.
+    /// Forks; the child writes the snapshot while the caller goes on serving.
+    ///
+    /// The child runs `ks.databases()` and `ks.walk()` on the copy-on-write image of this
+    /// process, in its only thread: read [`Keyspace`]'s fork contract before
+    /// implementing it (a server with locks takes its guards, calls `start`, and drops
+    /// them). The child survives the calling thread's exit (a runtime's blocking pool may
+    /// retire it) and dies with this process. Keep the returned handle: dropping it kills
+    /// the child.
     pub fn start(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
         self.encode.validate()?;
         self.write.validate()?;
@@ -264,9 +317,16 @@ impl SnapshotOptions {
             libc::close(wr);
             libc::fcntl(rd, libc::F_SETFL, libc::O_NONBLOCK);
         }
+        // SAFETY: `rd` is our pipe's read end, owned by nobody else from here on.
+        let rd = unsafe { OwnedFd::from_raw_fd(rd) };
         Ok(RunningSnapshot {
             pid,
             rd,
+            stall_timeout: self.stall_timeout,
+            last_activity: t,
+            child_cpu_ticks: 0,
+            last_stat: t,
+            eof: false,
             tmp: temp_path(&self.path, &pid.to_string()),
             target: self.path.clone(),
             started: t,
@@ -326,20 +386,82 @@ fn send(fd: i32, msg: &mut Msg, must: bool) {
     }
 }
 
+/// The forking process's pid, for the child's watchdog signal handler.
+static PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// SIGALRM in the child: leave if the parent process is gone, whatever the walk is doing.
+extern "C" fn watchdog(_: libc::c_int) {
+    // SAFETY: getppid and _exit are async-signal-safe.
+    unsafe {
+        if libc::getppid() != PARENT.load(Ordering::Relaxed) {
+            libc::_exit(3);
+        }
+    }
+}
+
+/// Closes every inherited descriptor above 2 except `wr` and `keep`, without allocating
+/// more than the sorted list.
+fn close_inherited(wr: RawFd, keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    keep.push(wr);
+    keep.sort_unstable();
+    keep.dedup();
+    let close_range = |lo: u32, hi: u32| {
+        // SAFETY: close_range only closes descriptors of this (child) process.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
+        if r != 0 {
+            // Kernels before 5.9: close one by one up to the descriptor limit.
+            // SAFETY: sysconf has no preconditions.
+            let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 1 << 20) as u32;
+            for fd in lo..=hi.min(max) {
+                // SAFETY: closing a descriptor of this process (EBADF if not open).
+                unsafe { libc::close(fd as RawFd) };
+            }
+        }
+    };
+    let mut lo = 3u32;
+    for &k in &keep {
+        let k = k as u32;
+        if k > lo {
+            close_range(lo, k - 1);
+        }
+        lo = k + 1;
+    }
+    close_range(lo, u32::MAX);
+}
+
 /// The child. Never returns.
 fn child_main(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32, parent: i32) -> ! {
-    // SAFETY: prctl/getppid/signal/fcntl are async-signal-safe syscalls on this process.
+    PARENT.store(parent, Ordering::Relaxed);
+    // SAFETY: prctl/getppid/signal/fcntl/sigaction/setitimer are syscalls on this process
+    // with valid arguments; `watchdog` is async-signal-safe.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // A name of its own in ps, top and perf (`perf report --comm forksnap-child`).
         libc::prctl(libc::PR_SET_NAME, c"forksnap-child".as_ptr());
         if libc::getppid() != parent {
             libc::_exit(3);
         }
+        // A report to a dead parent's pipe ends the child.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGUSR1, libc::SIG_DFL);
+        // A file size limit fails the write with EFBIG (reported) instead of killing.
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         libc::fcntl(wr, libc::F_SETFL, libc::O_NONBLOCK);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = watchdog as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let every = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 250_000,
+        };
+        let t = libc::itimerval {
+            it_interval: every,
+            it_value: every,
+        };
+        libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
     }
+    close_inherited(wr, &opts.keep_fds);
     opts.child_priority.apply();
     let code =
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_run(ks, opts, wr))) {
@@ -380,6 +502,12 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         &opts.write,
         &mut io,
         &mut |keys, raw, written| {
+            // SAFETY: getppid/_exit have no preconditions.
+            unsafe {
+                if libc::getppid() != PARENT.load(Ordering::Relaxed) {
+                    libc::_exit(3);
+                }
+            }
             if let Some(slot @ None) = probe.as_mut() {
                 if keys >= total / 2 {
                     *slot = Some(take_probe());
@@ -443,18 +571,20 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
             true
         }
         Err(Error::Io {
-            op,
-            path,
-            offset,
-            source,
+            op, offset, source, ..
         }) => {
+            // The parent knows the paths (temp file, target, its directory) from `op`.
             let errno = source.raw_os_error().unwrap_or(0) as u64;
             let mut m = Msg::new(report::IO_ERROR)
                 .u64(errno)
                 .u64(offset.unwrap_or(u64::MAX))
-                .str(op)
-                .str(&path.to_string_lossy())
-                .str(&source.to_string());
+                .str(op);
+            send(wr, &mut m, true);
+            false
+        }
+        Err(Error::BadValue { key, what }) => {
+            let key: String = key.chars().take(200).collect();
+            let mut m = Msg::new(report::BAD_VALUE).str(&what).str(&key);
             send(wr, &mut m, true);
             false
         }
@@ -535,10 +665,24 @@ impl SnapshotReport {
 }
 
 /// A snapshot being written by a child process.
+///
+/// Drive it with [`poll`](RunningSnapshot::poll) from the server's loop (or
+/// [`wait`](RunningSnapshot::wait)); an event loop can wait for its descriptor
+/// ([`AsFd`]) to become readable instead of polling on a timer. **Dropping it kills the
+/// child**, reaps it and removes its temp file: the target keeps its previous content.
 #[derive(Debug)]
+#[must_use = "dropping a RunningSnapshot kills the child: keep it and poll() or wait() it"]
 pub struct RunningSnapshot {
     pid: i32,
-    rd: i32,
+    /// The report pipe's read end (kept open until drop, so `AsFd` stays valid).
+    rd: OwnedFd,
+    stall_timeout: Option<Duration>,
+    /// Last report, CPU-time advance or disk wait seen from the child.
+    last_activity: Instant,
+    child_cpu_ticks: u64,
+    last_stat: Instant,
+    /// The pipe reached end of file: the child closed it (it exited).
+    eof: bool,
     tmp: PathBuf,
     target: PathBuf,
     started: Instant,
@@ -579,19 +723,57 @@ impl RunningSnapshot {
         &self.tmp
     }
 
-    fn drain_pipe(&mut self) {
+    /// Reads every report available; true if any arrived.
+    fn drain_pipe(&mut self) -> bool {
         let mut buf = [0u8; 4096];
+        let mut got = false;
         loop {
             // SAFETY: reading into a stack buffer from our pipe fd.
-            let n = unsafe { libc::read(self.rd, buf.as_mut_ptr().cast(), buf.len()) };
+            let n = unsafe { libc::read(self.rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n == 0 {
+                self.eof = true;
+            }
             if n <= 0 {
                 break;
             }
+            got = true;
             self.pending.extend_from_slice(&buf[..n as usize]);
         }
         let mut pending = std::mem::take(&mut self.pending);
         report::parse(&mut pending, |tag, body| self.on_message(tag, body));
         self.pending = pending;
+        got
+    }
+
+    /// The child's CPU ticks (user + system) and whether it waits on the disk, from
+    /// `/proc/<pid>/stat`; `None` once it is gone.
+    fn child_stat(&self) -> Option<(u64, bool)> {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        let rest = &s[s.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some((ticks, f.first() == Some(&"D")))
+    }
+
+    /// Whether the child has been idle past the stall timeout (checked at most every
+    /// 250 ms: one small /proc read).
+    fn stalled(&mut self, reported: bool) -> Option<Duration> {
+        let limit = self.stall_timeout?;
+        let now = Instant::now();
+        if reported {
+            self.last_activity = now;
+        }
+        if now.duration_since(self.last_stat) >= Duration::from_millis(250) {
+            self.last_stat = now;
+            if let Some((ticks, disk)) = self.child_stat() {
+                if ticks != self.child_cpu_ticks || disk {
+                    self.child_cpu_ticks = ticks;
+                    self.last_activity = now;
+                }
+            }
+        }
+        let idle = now.duration_since(self.last_activity);
+        (idle >= limit).then_some(idle)
     }
 
     fn on_message(&mut self, tag: u32, body: &[u8]) {
@@ -659,8 +841,16 @@ impl RunningSnapshot {
                 let errno = f.u64() as i32;
                 let offset = Some(f.u64()).filter(|&o| o != u64::MAX);
                 let op = f.str();
-                let path = PathBuf::from(f.str());
-                let op: &'static str = Step::from_name(&op).map_or("write", Step::name);
+                let step = Step::from_name(&op);
+                let path = match step {
+                    Some(Step::Rename) => self.target.clone(),
+                    Some(Step::DirSync) => match self.target.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    },
+                    _ => self.tmp.clone(),
+                };
+                let op: &'static str = step.map_or("write", Step::name);
                 self.child_error = Some(Error::Io {
                     op,
                     path,
@@ -669,6 +859,10 @@ impl RunningSnapshot {
                 });
             }
             report::OTHER_ERROR => self.child_error = Some(Error::Child { status: f.str() }),
+            report::BAD_VALUE => {
+                let what = f.str();
+                self.child_error = Some(Error::BadValue { key: f.str(), what });
+            }
             _ => {}
         }
     }
@@ -691,8 +885,6 @@ impl RunningSnapshot {
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
-            // SAFETY: closing our read end.
-            unsafe { libc::close(self.rd) };
             ACTIVE.store(false, Ordering::Release);
         }
     }
@@ -705,7 +897,7 @@ impl RunningSnapshot {
                 status: "already finished".into(),
             });
         }
-        self.drain_pipe();
+        let reported = self.drain_pipe();
         let cow = self.sampler.tick();
         if let Some(budget) = self.budget {
             if cow.current_bytes > budget {
@@ -721,13 +913,30 @@ impl RunningSnapshot {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: non-blocking reap of our own child.
         let r = unsafe { libc::wait4(self.pid, &mut st, libc::WNOHANG, &mut ru) };
-        if r == 0 {
+        let reaped_elsewhere = r < 0 && crate::sink::io::errno() == libc::ECHILD;
+        if r == 0 || (reaped_elsewhere && !self.eof) {
+            // Running (or, reaped by someone else, its last reports still in the pipe).
+            if let Some(idle) = self.stalled(reported) {
+                let keys = self.progress.keys;
+                self.kill_and_clean();
+                return Err(Error::Stalled {
+                    seconds: idle.as_secs(),
+                    keys,
+                });
+            }
             return Ok(None);
         }
         self.drain_pipe();
         let wall = self.started.elapsed();
         self.finish();
-        let ok = r == self.pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+        // Reaped here: the exit status decides. Reaped elsewhere (SIGCHLD ignored, or the
+        // server's own waitpid): the child's final report does, since it comes only after
+        // the file is in place.
+        let ok = if reaped_elsewhere {
+            self.child_error.is_none()
+        } else {
+            r == self.pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0
+        };
         if ok {
             if let Some(mut rep) = self.fin.take() {
                 rep.wall = wall;
@@ -743,7 +952,9 @@ impl RunningSnapshot {
         }
         let _ = std::fs::remove_file(&self.tmp);
         Err(self.child_error.take().unwrap_or_else(|| Error::Child {
-            status: if libc::WIFSIGNALED(st) {
+            status: if reaped_elsewhere {
+                "exited without a final report (its status was reaped by another waiter)".into()
+            } else if libc::WIFSIGNALED(st) {
                 format!("killed by signal {}", libc::WTERMSIG(st))
             } else {
                 format!("exited with status {}", libc::WEXITSTATUS(st))
@@ -763,7 +974,7 @@ impl RunningSnapshot {
                 .saturating_duration_since(Instant::now());
             let timeout = until_sample.clamp(Duration::from_millis(1), Duration::from_millis(50));
             let mut p = libc::pollfd {
-                fd: self.rd,
+                fd: self.rd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -780,6 +991,23 @@ impl RunningSnapshot {
     pub fn abort(mut self) -> Result<()> {
         self.kill_and_clean();
         Ok(())
+    }
+}
+
+/// The report pipe: readable when the child reports progress or its outcome, or exits.
+/// An event loop (mio, tokio's `AsyncFd`) waits on it, then calls
+/// [`RunningSnapshot::poll`]; `wait` and `poll` read it, nothing else should. Call `poll`
+/// on a timer as well (every 100 ms or so): the copy-on-write budget and the stall
+/// timeout are enforced in `poll`, and a stalled child sends nothing.
+impl AsFd for RunningSnapshot {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rd.as_fd()
+    }
+}
+
+impl AsRawFd for RunningSnapshot {
+    fn as_raw_fd(&self) -> RawFd {
+        self.rd.as_raw_fd()
     }
 }
 

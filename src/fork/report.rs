@@ -8,6 +8,8 @@ pub const FINAL: u32 = 3;
 pub const IO_ERROR: u32 = 4;
 pub const OTHER_ERROR: u32 = 5;
 pub const BACKEND_REASON: u32 = 6;
+/// The keyspace gave an invalid value: key, what.
+pub const BAD_VALUE: u32 = 7;
 
 const MAX: usize = 512;
 
@@ -35,9 +37,12 @@ impl Msg {
         self
     }
 
-    /// A length-prefixed string, truncated to fit.
+    /// A length-prefixed string, truncated to fit (empty when not even its length fits).
     pub fn str(mut self, s: &str) -> Msg {
-        let n = s.len().min(MAX - self.len - 2).min(u16::MAX as usize);
+        let Some(room) = MAX.checked_sub(self.len + 2) else {
+            return self;
+        };
+        let n = s.len().min(room);
         self.buf[self.len..self.len + 2].copy_from_slice(&(n as u16).to_le_bytes());
         self.buf[self.len + 2..self.len + 2 + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += 2 + n;

@@ -6,7 +6,7 @@
 //! xxh3 hash of the key, so a lookup costs one probe plus one key compare and the keys are
 //! stored once. Each key and string value is one boxed allocation, as in a real server.
 
-use super::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
+use super::{DbInfo, Entry, Keyspace, Value};
 use hashbrown::HashTable;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -121,39 +121,6 @@ fn check_unique<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<(), BuildEr
         }
     }
     Ok(())
-}
-
-impl SeqView for Vec<Box<[u8]>> {
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8])) {
-        for m in self {
-            f(m)
-        }
-    }
-}
-
-impl ZSetView for Vec<(Box<[u8]>, f64)> {
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], f64)) {
-        for (m, s) in self {
-            f(m, *s)
-        }
-    }
-}
-
-impl HashView for FieldValues {
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
-        for (k, v) in self {
-            f(k, v)
-        }
-    }
 }
 
 #[derive(Clone, Debug)]

@@ -92,9 +92,78 @@ pub struct DbInfo {
 
 /// The data a snapshot walks. Implemented by the server.
 ///
-/// `Sync` because the snapshot may walk it from a forked child's worker thread while the
-/// parent's copy is untouched (after fork the child's image is private to it).
-pub trait Keyspace: Sync {
+/// # The fork contract
+///
+/// [`SnapshotOptions::start`](crate::SnapshotOptions::start) forks, and `databases` and
+/// `walk` then run **in the child**, on the copy-on-write image of the parent's memory,
+/// in the child's only thread (the one that called `start`; no other thread of the server
+/// exists there). So `walk` must:
+/// - **take no lock** that another thread may have held at fork: that thread does not
+///   exist in the child, the lock stays held for ever, and the walk waits for ever (the
+///   parent kills such a child after `SnapshotOptions::stall_timeout` and reports
+///   [`Error::Stalled`](crate::Error::Stalled));
+/// - not log through the server's logger, write to its sockets or files, or run its
+///   async runtime: their threads and locks are the parent's;
+/// - read, not write: every page it writes is copied (the data stays consistent either
+///   way; the copy only costs memory).
+///
+/// A server whose data sits behind locks freezes it for the fork by taking the guards,
+/// calling `start` and dropping the guards: the child's image then holds the guards'
+/// data, locked by the thread that is the child's only thread, and `walk` reads through
+/// the guards it was built from instead of locking again. Allocation is fine (glibc's
+/// allocator is usable in a forked child).
+///
+/// Also: the views' `len()` must equal what their `for_each` yields (or the snapshot
+/// fails with [`Error::BadValue`](crate::Error::BadValue) naming the key), and the
+/// trait needs neither `Send` nor `Sync`: a single-threaded server's `Rc`/`RefCell`
+/// data implements it as well.
+///
+/// ```
+/// use forksnap::{DbInfo, Entry, Keyspace, SnapshotOptions, Value};
+/// use std::collections::{BTreeSet, HashMap};
+/// use std::ops::ControlFlow;
+/// use std::sync::{Mutex, MutexGuard};
+///
+/// enum Val { Str(Vec<u8>), Set(BTreeSet<Vec<u8>>), Hash(HashMap<Vec<u8>, Vec<u8>>) }
+/// type Shard = HashMap<Vec<u8>, Val>;
+///
+/// /// The server's store: one database of shards, each behind its own lock.
+/// struct Store { shards: Vec<Mutex<Shard>> }
+///
+/// /// Every shard's guard, taken for the fork; the child reads through them.
+/// struct Frozen<'a>(Vec<MutexGuard<'a, Shard>>);
+///
+/// impl Keyspace for Frozen<'_> {
+///     fn databases(&self) -> Vec<DbInfo> {
+///         let keys = self.0.iter().map(|s| s.len() as u64).sum();
+///         vec![DbInfo { index: 0, keys, expires: 0 }]
+///     }
+///     fn walk(&self, _db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+///         for (key, val) in self.0.iter().flat_map(|shard| shard.iter()) {
+///             let value = match val {
+///                 Val::Str(s) => Value::Str(s),
+///                 Val::Set(s) => Value::Set(s),
+///                 Val::Hash(h) => Value::Hash(h),
+///             };
+///             if visit(&Entry { key, expire_ms: None, value }).is_break() {
+///                 return;
+///             }
+///         }
+///     }
+/// }
+///
+/// let store = Store { shards: (0..4).map(|_| Mutex::new(HashMap::new())).collect() };
+/// store.shards[1].lock().unwrap().insert(b"k".to_vec(), Val::Str(b"v".to_vec()));
+/// let path = std::env::temp_dir().join(format!("frozen-{}.rdb", std::process::id()));
+///
+/// let frozen = Frozen(store.shards.iter().map(|m| m.lock().unwrap()).collect());
+/// let running = SnapshotOptions::new(&path).start(&frozen)?;
+/// drop(frozen); // the parent serves again; the child keeps the frozen image
+/// assert_eq!(running.wait()?.keys(), 1);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), forksnap::Error>(())
+/// ```
+pub trait Keyspace {
     /// The non-empty databases, in ascending index order.
     fn databases(&self) -> Vec<DbInfo>;
 
@@ -105,4 +174,104 @@ pub trait Keyspace: Sync {
     /// first touch, not by encoding: prefetching a few entries ahead (as [`MemKeyspace`]
     /// does) halved the child's CPU time for 10M populate keys.
     fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>);
+}
+
+// The views for the collections a server would hold: any element type that is bytes
+// (`Vec<u8>`, `Box<[u8]>`, `String`, `bytes::Bytes`, ...).
+
+macro_rules! seq_view {
+    ($($t:ty),*) => {$(
+        impl<T: AsRef<[u8]>> SeqView for $t {
+            fn len(&self) -> usize {
+                <$t>::len(self)
+            }
+            fn for_each(&self, f: &mut dyn FnMut(&[u8])) {
+                for m in self.iter() {
+                    f(m.as_ref())
+                }
+            }
+        }
+    )*};
+}
+seq_view!(
+    Vec<T>,
+    std::collections::VecDeque<T>,
+    std::collections::BTreeSet<T>
+);
+
+impl<T: AsRef<[u8]>, S> SeqView for std::collections::HashSet<T, S> {
+    fn len(&self) -> usize {
+        std::collections::HashSet::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8])) {
+        for m in self.iter() {
+            f(m.as_ref())
+        }
+    }
+}
+
+impl<T: AsRef<[u8]>> ZSetView for Vec<(T, f64)> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], f64)) {
+        for (m, s) in self {
+            f(m.as_ref(), *s)
+        }
+    }
+}
+
+impl<T: AsRef<[u8]>> ZSetView for std::collections::BTreeMap<T, f64> {
+    fn len(&self) -> usize {
+        std::collections::BTreeMap::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], f64)) {
+        for (m, s) in self {
+            f(m.as_ref(), *s)
+        }
+    }
+}
+
+impl<T: AsRef<[u8]>, S> ZSetView for std::collections::HashMap<T, f64, S> {
+    fn len(&self) -> usize {
+        std::collections::HashMap::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], f64)) {
+        for (m, s) in self {
+            f(m.as_ref(), *s)
+        }
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HashView for Vec<(K, V)> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (k, v) in self {
+            f(k.as_ref(), v.as_ref())
+        }
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HashView for std::collections::BTreeMap<K, V> {
+    fn len(&self) -> usize {
+        std::collections::BTreeMap::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (k, v) in self {
+            f(k.as_ref(), v.as_ref())
+        }
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>, S> HashView for std::collections::HashMap<K, V, S> {
+    fn len(&self) -> usize {
+        std::collections::HashMap::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (k, v) in self {
+            f(k.as_ref(), v.as_ref())
+        }
+    }
 }

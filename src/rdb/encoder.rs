@@ -36,8 +36,9 @@ pub struct EncodeOptions {
     pub version: u8,
     /// LZF-compress strings longer than 20 bytes when that saves at least 4 bytes.
     pub lzf: bool,
-    /// `ctime` AUX field, unix seconds.
-    pub ctime: i64,
+    /// `ctime` AUX field, unix seconds; `None` (the default): the clock when the encoding
+    /// starts (for a forked snapshot, in the child, right after fork).
+    pub ctime: Option<i64>,
     /// `used-mem` AUX field.
     pub used_mem: u64,
     /// `aof-base` AUX field: true for the base file of a multi-part AOF.
@@ -49,10 +50,7 @@ impl Default for EncodeOptions {
         EncodeOptions {
             version: 11,
             lzf: true,
-            ctime: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            ctime: None,
             used_mem: 0,
             aof_base: false,
         }
@@ -302,7 +300,12 @@ impl<S: ChunkSink> Encoder<S> {
         };
         aux("redis-ver", ver.as_bytes())?;
         aux("redis-bits", b"64")?;
-        aux("ctime", opts.ctime.to_string().as_bytes())?;
+        let ctime = opts.ctime.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        aux("ctime", ctime.to_string().as_bytes())?;
         aux("used-mem", opts.used_mem.to_string().as_bytes())?;
         aux("aof-base", if opts.aof_base { b"1" } else { b"0" })?;
         aux("forksnap-ver", env!("CARGO_PKG_VERSION").as_bytes())?;
@@ -381,11 +384,11 @@ impl<S: ChunkSink> Encoder<S> {
             Value::Hash(h) if h.is_empty() => return Ok(Outcome::SkippedEmpty),
             Value::List(l) if v10 => {
                 self.header(e, types::LIST_QUICKLIST_2)?;
-                self.quicklist(l)?;
+                self.quicklist(e, l)?;
             }
             Value::List(l) => {
                 self.header(e, types::LIST)?;
-                self.plain_seq(l)?;
+                self.plain_seq(e, "list", l)?;
             }
             Value::Set(s) => self.set(e, s)?,
             Value::ZSet(z) => self.zset(e, z)?,
@@ -395,23 +398,32 @@ impl<S: ChunkSink> Encoder<S> {
     }
 
     /// length + each element as a string.
-    fn plain_seq(&mut self, l: &dyn SeqView) -> Result<()> {
-        self.out.len(l.len() as u64)?;
+    fn plain_seq(&mut self, e: &Entry<'_>, kind: &str, l: &dyn SeqView) -> Result<()> {
+        let n = l.len();
+        self.out.len(n as u64)?;
         let mut res = Ok(());
+        let mut yielded = 0usize;
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
         l.for_each(&mut |m| {
+            yielded += 1;
             if res.is_ok() {
                 res = lzf.string(arena, out, m);
             }
         });
-        res
+        res?;
+        counted(e, kind, n, yielded)
     }
 
-    fn quicklist(&mut self, l: &dyn SeqView) -> Result<()> {
+    fn quicklist(&mut self, e: &Entry<'_>, l: &dyn SeqView) -> Result<()> {
         // Pass 1: count nodes with the same split rule pass 2 uses.
         let mut nodes = 0u64;
+        let mut yielded = 0usize;
         let mut split = NodeSplit::default();
-        l.for_each(&mut |m| nodes += u64::from(split.starts_node(listpack::entry_size(m))));
+        l.for_each(&mut |m| {
+            yielded += 1;
+            nodes += u64::from(split.starts_node(listpack::entry_size(m)))
+        });
+        counted(e, "list", l.len(), yielded)?;
         self.out.len(nodes)?;
         // Pass 2: build each node's listpack in the arena and write it as soon as the next
         // element would not fit.
@@ -420,6 +432,7 @@ impl<S: ChunkSink> Encoder<S> {
         let mut w: Option<LpWriter> = None;
         let mut split = NodeSplit::default();
         let mut res = Ok(());
+        let mut written_nodes = 0u64;
         let mut flush = |lp: &mut BVec<'_, u8>, w: LpWriter, out: &mut Out<S>| -> Result<()> {
             w.finish(lp);
             out.byte(2)?; // QUICKLIST_NODE_CONTAINER_PACKED
@@ -432,6 +445,7 @@ impl<S: ChunkSink> Encoder<S> {
                 return;
             }
             if split.starts_node(listpack::entry_size(m)) {
+                written_nodes += 1;
                 if let Some(done) = w.take() {
                     res = flush(&mut lp, done, out);
                 }
@@ -445,6 +459,14 @@ impl<S: ChunkSink> Encoder<S> {
         if let Some(done) = w.take() {
             flush(&mut lp, done, out)?;
         }
+        if written_nodes != nodes {
+            // The view yielded different elements the second time: the node count
+            // already written is wrong.
+            return Err(Error::BadValue {
+                key: String::from_utf8_lossy(e.key).into_owned(),
+                what: "its list view yielded different elements on a second for_each".into(),
+            });
+        }
         Ok(())
     }
 
@@ -454,10 +476,15 @@ impl<S: ChunkSink> Encoder<S> {
         if self.version >= 10 && n <= limits::SET_MAX_INTSET_ENTRIES {
             let mut ints = BVec::with_capacity_in(n, arena);
             let mut all_int = true;
-            s.for_each(&mut |m| match canonical_i64(m) {
-                Some(v) if all_int => ints.push(v),
-                _ => all_int = false,
+            let mut yielded = 0usize;
+            s.for_each(&mut |m| {
+                yielded += 1;
+                match canonical_i64(m) {
+                    Some(v) if all_int => ints.push(v),
+                    _ => all_int = false,
+                }
             });
+            counted(e, "set", n, yielded)?;
             if all_int {
                 ints.sort_unstable();
                 let mut blob = BVec::with_capacity_in(8 + 8 * n, arena);
@@ -473,13 +500,18 @@ impl<S: ChunkSink> Encoder<S> {
                 entry_header(out, arena, lzf, e, types::SET_LISTPACK)?;
                 let mut lp = BVec::with_capacity_in(16 + n * 16, arena);
                 let mut w = LpWriter::begin(&mut lp);
-                s.for_each(&mut |m| w.push(&mut lp, m));
+                let mut yielded = 0usize;
+                s.for_each(&mut |m| {
+                    yielded += 1;
+                    w.push(&mut lp, m)
+                });
                 w.finish(&mut lp);
+                counted(e, "set", n, yielded)?;
                 return lzf.blob(arena, out, &lp);
             }
         }
         entry_header(out, arena, lzf, e, types::SET)?;
-        self.plain_seq(s)
+        self.plain_seq(e, "set", s)
     }
 
     fn zset(&mut self, e: &Entry<'_>, z: &dyn ZSetView) -> Result<()> {
@@ -493,6 +525,7 @@ impl<S: ChunkSink> Encoder<S> {
                 // into the arena to sort them.
                 let mut items = BVec::with_capacity_in(n, arena);
                 z.for_each(&mut |m, sc| items.push((&*arena.alloc_slice_copy(m), sc)));
+                counted(e, "sorted set", n, items.len())?;
                 items.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
                 let mut lp = BVec::with_capacity_in(16 + n * 24, arena);
                 let mut w = LpWriter::begin(&mut lp);
@@ -512,15 +545,18 @@ impl<S: ChunkSink> Encoder<S> {
         self.header(e, types::ZSET_2)?;
         self.out.len(n as u64)?;
         let mut res = Ok(());
+        let mut yielded = 0usize;
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
         z.for_each(&mut |m, sc| {
+            yielded += 1;
             if res.is_ok() {
                 res = lzf
                     .string(arena, out, m)
                     .and_then(|()| out.put(&sc.to_le_bytes()));
             }
         });
-        res
+        res?;
+        counted(e, "sorted set", n, yielded)
     }
 
     fn hash(&mut self, e: &Entry<'_>, h: &dyn HashView) -> Result<()> {
@@ -536,26 +572,32 @@ impl<S: ChunkSink> Encoder<S> {
                 entry_header(out, arena, lzf, e, types::HASH_LISTPACK)?;
                 let mut lp = BVec::with_capacity_in(16 + n * 32, arena);
                 let mut w = LpWriter::begin(&mut lp);
+                let mut yielded = 0usize;
                 h.for_each(&mut |f, v| {
+                    yielded += 1;
                     w.push(&mut lp, f);
                     w.push(&mut lp, v);
                 });
                 w.finish(&mut lp);
+                counted(e, "hash", n, yielded)?;
                 return lzf.blob(arena, out, &lp);
             }
         }
         self.header(e, types::HASH)?;
         self.out.len(n as u64)?;
         let mut res = Ok(());
+        let mut yielded = 0usize;
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
         h.for_each(&mut |f, v| {
+            yielded += 1;
             if res.is_ok() {
                 res = lzf
                     .string(arena, out, f)
                     .and_then(|()| lzf.string(arena, out, v));
             }
         });
-        res
+        res?;
+        counted(e, "hash", n, yielded)
     }
 
     /// Writes EOF and the CRC. Returns the sink, the last (partial) chunk and the summary.
@@ -600,6 +642,18 @@ impl NodeSplit {
         self.count += 1;
         fresh
     }
+}
+
+/// A view whose `for_each` yielded a different number of elements than its `len()`: the
+/// length is already in the file (or chose the encoding), so the file would be refused.
+fn counted(e: &Entry<'_>, kind: &str, len: usize, yielded: usize) -> Result<()> {
+    if len == yielded {
+        return Ok(());
+    }
+    Err(Error::BadValue {
+        key: String::from_utf8_lossy(e.key).into_owned(),
+        what: format!("its {kind} view says len() = {len} but for_each yielded {yielded}"),
+    })
 }
 
 /// Encodes a whole keyspace. The caller provides the sink and the first chunk; gets back

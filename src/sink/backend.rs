@@ -518,8 +518,12 @@ impl Drop for Uring {
         // Never free a buffer the kernel may still be writing from: wait for the CQE of
         // every SQE pushed (submitting any still queued).
         while self.outstanding > 0 {
-            if self.ring.submit_and_wait(1).is_err() {
-                break;
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                // A signal (the child's watchdog timer, say) must not end the wait.
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // The ring is unusable; nothing more will complete.
+                Err(_) => break,
             }
             let n = self.ring.completion().count();
             self.outstanding -= n.min(self.outstanding);

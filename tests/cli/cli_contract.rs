@@ -252,7 +252,7 @@ fn lz4_cli_restores_the_plain_rdb() {
     // exactly the plain RDB.
     let opts = EncodeOptions {
         lzf: false,
-        ctime: 1_700_000_000,
+        ctime: Some(1_700_000_000),
         ..Default::default()
     };
     let (plain, _) = encode_to_vec(&ks, &opts).unwrap();

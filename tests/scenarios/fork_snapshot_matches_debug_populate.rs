@@ -37,7 +37,7 @@ fn every_backend(kind: Kind, version: u8, fname: &str, format: Format, lzf: bool
             .rdb_version(version)
             .backend(backend)
             .direct(direct);
-        opts.encode.ctime = 1_700_000_000;
+        opts.encode.ctime = Some(1_700_000_000);
         let report = {
             let _serial = common::fork_lock();
             opts.start(&ks).unwrap().wait().unwrap()

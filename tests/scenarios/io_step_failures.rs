@@ -188,7 +188,7 @@ fn short_writes_still_write_every_byte() {
                 .backend(backend)
                 .chunk_size(64 << 10)
                 .faults(faults);
-            opts.encode.ctime = 1;
+            opts.encode.ctime = Some(1);
             let report = opts.start(&ks).unwrap().wait().unwrap();
             // The plan's 1st and 2nd writes are short, so the rest of the first buffer
             // takes two more calls: at least two short writes, none without the plan.

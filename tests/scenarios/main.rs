@@ -10,6 +10,7 @@ mod child_memory_probe;
 mod child_priority;
 mod cow_budget_aborts;
 mod encode_decode_roundtrip;
+mod fork_contract;
 mod fork_snapshot_matches_debug_populate;
 mod io_step_failures;
 mod oversized_buffers_are_refused;
