@@ -670,6 +670,17 @@ impl SnapshotReport {
 /// [`wait`](RunningSnapshot::wait)); an event loop can wait for its descriptor
 /// ([`AsFd`]) to become readable instead of polling on a timer. **Dropping it kills the
 /// child**, reaps it and removes its temp file: the target keeps its previous content.
+/// Dropping it by accident is a warning (`#[must_use]`), an error under
+/// `deny(unused_must_use)`:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # fn main() -> forksnap::Result<()> {
+/// let ks = forksnap::MemKeyspace::new();
+/// forksnap::SnapshotOptions::new("dump.rdb").start(&ks)?; // the handle is dropped here
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping a RunningSnapshot kills the child: keep it and poll() or wait() it"]
 pub struct RunningSnapshot {
