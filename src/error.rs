@@ -40,6 +40,9 @@ pub enum Error {
     CowLimitExceeded { budget: u64, observed: u64 },
     /// The snapshot child failed without a more specific error (killed by a signal, ...).
     Child { status: String },
+    /// The writer thread of a snapshot (`SnapshotOptions::workers(1)`) stopped or
+    /// panicked, in the child or in this process.
+    WriterThread { what: String },
     /// The keyspace handed out a value no server would load (a view whose `len()`
     /// disagrees with what its `for_each` yields, ...). Nothing was written in place of
     /// the target.
@@ -103,6 +106,7 @@ impl fmt::Display for Error {
                 "snapshot aborted: copy-on-write reached {observed} bytes, over the budget of {budget}"
             ),
             Error::Child { status } => write!(f, "snapshot child failed: {status}"),
+            Error::WriterThread { what } => write!(f, "snapshot writer thread failed: {what}"),
             Error::BadValue { key, what } => {
                 write!(f, "the keyspace gave an invalid value for key {key:?}: {what}")
             }

@@ -137,18 +137,18 @@ impl SnapshotOptions {
             keep_fds: Vec::new(),
         }
     }
-    /// Plain RDB or an LZ4 frame. LZ4 turns LZF off (the frame compresses instead).
+    /// Plain RDB or an LZ4 frame. In an LZ4 frame strings are never LZF-compressed (the
+    /// frame compresses instead), whatever [`lzf`](Self::lzf) says, in either call order.
     pub fn format(mut self, f: Format) -> Self {
         self.write.format = f;
-        if f == Format::Lz4 {
-            self.encode.lzf = false;
-        }
         self
     }
     pub fn rdb_version(mut self, v: u8) -> Self {
         self.encode.version = v;
         self
     }
+    /// LZF-compress long strings, as Redis's `rdbcompression yes` (default on). Applies
+    /// to [`Format::Rdb`] only.
     pub fn lzf(mut self, on: bool) -> Self {
         self.encode.lzf = on;
         self
@@ -227,6 +227,16 @@ impl SnapshotOptions {
         self
     }
 
+    /// The encoder's options as the format resolves them (no LZF inside an LZ4 frame), so
+    /// that no result depends on the order the builder's methods were called in.
+    fn effective_encode(&self) -> EncodeOptions {
+        let mut e = self.encode.clone();
+        if self.write.format == Format::Lz4 {
+            e.lzf = false;
+        }
+        e
+    }
+
     /// Encodes and writes in this process, without fork. `SIGXFSZ` is ignored while it
     /// writes (a file size limit then fails the write with `EFBIG` instead of killing the
     /// process) and restored after.
@@ -243,7 +253,8 @@ impl SnapshotOptions {
             ign.sa_sigaction = libc::SIG_IGN;
             libc::sigaction(libc::SIGXFSZ, &ign, &mut old);
         }
-        let r = write_snapshot(ks, &self.encode, &self.write, &mut io, &mut |_, _, _| {});
+        let enc = self.effective_encode();
+        let r = write_snapshot(ks, &enc, &self.write, &mut io, &mut |_, _, _| {});
         // SAFETY: restoring the disposition read above.
         unsafe { libc::sigaction(libc::SIGXFSZ, &old, std::ptr::null_mut()) };
         let mut rep = SnapshotReport::from_write(&r?, &self.path);
@@ -260,7 +271,7 @@ impl SnapshotOptions {
     /// retire it) and dies with this process. Keep the returned handle: dropping it kills
     /// the child.
     pub fn start(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
-        self.encode.validate()?;
+        self.effective_encode().validate()?;
         self.write.validate()?;
         self.child_priority.validate()?;
         if ACTIVE
@@ -498,7 +509,7 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     };
     let res = write_snapshot(
         ks,
-        &opts.encode,
+        &opts.effective_encode(),
         &opts.write,
         &mut io,
         &mut |keys, raw, written| {
@@ -861,7 +872,7 @@ impl RunningSnapshot {
                     },
                     _ => self.tmp.clone(),
                 };
-                let op: &'static str = step.map_or("write", Step::name);
+                let op = report::op_name(&op);
                 self.child_error = Some(Error::Io {
                     op,
                     path,
@@ -1025,5 +1036,35 @@ impl AsRawFd for RunningSnapshot {
 impl Drop for RunningSnapshot {
     fn drop(&mut self) {
         self.kill_and_clean();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_order_does_not_matter() {
+        let a = SnapshotOptions::new("x").format(Format::Lz4).lzf(true);
+        let b = SnapshotOptions::new("x").lzf(true).format(Format::Lz4);
+        assert!(!a.effective_encode().lzf && !b.effective_encode().lzf);
+        let c = SnapshotOptions::new("x").lzf(false).format(Format::Rdb);
+        let d = SnapshotOptions::new("x").format(Format::Rdb).lzf(false);
+        assert!(!c.effective_encode().lzf && !d.effective_encode().lzf);
+        assert!(SnapshotOptions::new("x").effective_encode().lzf);
+    }
+
+    #[test]
+    fn every_child_io_step_keeps_its_name() {
+        for op in [
+            "create",
+            "write",
+            "fsync directory",
+            "io_uring_enter",
+            "dup",
+        ] {
+            assert_eq!(report::op_name(op), op);
+        }
+        assert_eq!(report::op_name("bogus"), "an unnamed snapshot I/O step");
     }
 }

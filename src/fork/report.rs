@@ -94,3 +94,23 @@ impl Fields<'_> {
         s
     }
 }
+
+/// The name of an I/O step the child reported, as the `&'static str` its error carries.
+/// Every step the child can fail in is listed; anything else is named as such.
+pub fn op_name(op: &str) -> &'static str {
+    const OPS: [&str; 10] = [
+        "create",
+        "write",
+        "sync_file_range",
+        "fsync",
+        "truncate",
+        "rename",
+        "fsync directory",
+        "dup",
+        "io_uring setup",
+        "io_uring_enter",
+    ];
+    OPS.into_iter()
+        .find(|o| *o == op)
+        .unwrap_or("an unnamed snapshot I/O step")
+}

@@ -227,8 +227,8 @@ impl ChunkSink for Stage<'_> {
         match self {
             Stage::Inline(w) => w.take(chunk),
             Stage::Threaded { full, free } => {
-                let stopped = || Error::Child {
-                    status: WRITER_STOPPED.into(),
+                let stopped = || Error::WriterThread {
+                    what: WRITER_STOPPED.into(),
                 };
                 let empty = free.recv().map_err(|_| stopped())?;
                 let done = std::mem::replace(chunk, empty);
@@ -366,8 +366,8 @@ fn write_inner(
                         }
                         Ok(ToWriter::Last(c)) => return w.finish(c),
                         Err(_) => {
-                            return Err(Error::Child {
-                                status: "encoder stopped".into(),
+                            return Err(Error::WriterThread {
+                                what: "encoder stopped".into(),
                             })
                         }
                     }
@@ -388,14 +388,14 @@ fn write_inner(
                 Err(e) => Err(e),
             };
             let written = worker.join().unwrap_or_else(|_| {
-                Err(Error::Child {
-                    status: "writer thread panicked".into(),
+                Err(Error::WriterThread {
+                    what: "panicked".into(),
                 })
             });
             match (encoded, written) {
                 (Ok(summary), Ok((io, n, st))) => Ok((io, summary, n, st)),
                 // The writer's own error explains why the encoder saw it stop.
-                (Err(Error::Child { status }), Err(w)) if status == WRITER_STOPPED => Err(w),
+                (Err(Error::WriterThread { what }), Err(w)) if what == WRITER_STOPPED => Err(w),
                 (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             }
         })?
