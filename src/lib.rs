@@ -45,4 +45,4 @@ pub use keyspace::{
     DbInfo, Entry, HashView, Keyspace, MemKeyspace, MemValue, SeqView, Value, ZSetView,
 };
 #[cfg(target_os = "linux")]
-pub use sink::{save, BackendKind, Faults, Format, SaveOptions, SaveReport, Step};
+pub use sink::{BackendKind, Faults, Format, Step};

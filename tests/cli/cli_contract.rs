@@ -257,12 +257,11 @@ fn lz4_cli_restores_the_plain_rdb() {
     };
     let (plain, _) = encode_to_vec(&ks, &opts).unwrap();
     let lz = dir.path().join("lib.rdb.lz4");
-    let save_opts = forksnap::SaveOptions {
-        encode: opts,
-        format: forksnap::Format::Lz4,
-        chunk_size: 256 << 10,
-    };
-    forksnap::save(&ks, &lz, &save_opts).unwrap();
+    let mut save_opts = forksnap::SnapshotOptions::new(&lz)
+        .format(forksnap::Format::Lz4)
+        .chunk_size(256 << 10);
+    save_opts.encode = opts;
+    save_opts.save(&ks).unwrap();
     let restored = dir.path().join("lib-restored.rdb");
     let o = Command::new("lz4")
         .arg("-d")

@@ -4,7 +4,7 @@
 use crate::common;
 
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
-use forksnap::{Format, MemKeyspace, MemValue, SaveOptions};
+use forksnap::{Format, MemKeyspace, MemValue, SnapshotOptions};
 use proptest::prelude::*;
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -77,8 +77,7 @@ proptest! {
     fn lz4_framed_save_loads(ks in keyspace()) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.rdb.lz4");
-        let opts = SaveOptions { format: Format::Lz4, chunk_size: 4096, ..Default::default() };
-        forksnap::save(&ks, &p, &opts).unwrap();
+        SnapshotOptions::new(&p).format(Format::Lz4).chunk_size(4096).save(&ks).unwrap();
         let (back, report) = forksnap::rdb::load_file(&p, &LoadOptions::default()).unwrap();
         prop_assert!(report.lz4_framed);
         common::assert_same_data(&ks, &back);

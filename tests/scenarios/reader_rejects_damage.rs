@@ -5,7 +5,7 @@ use crate::common;
 
 use common::datasets;
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
-use forksnap::{Error, Format, SaveOptions};
+use forksnap::{Error, Format, SnapshotOptions};
 use proptest::prelude::*;
 
 fn sample(version: u8, lzf: bool) -> Vec<u8> {
@@ -179,12 +179,11 @@ fn the_parser_alone_catches_structural_damage() {
 fn lz4_frame_damage_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.rdb.lz4");
-    let opts = SaveOptions {
-        format: Format::Lz4,
-        chunk_size: 64 << 10,
-        ..Default::default()
-    };
-    forksnap::save(&datasets::edge_cases(true), &p, &opts).unwrap();
+    SnapshotOptions::new(&p)
+        .format(Format::Lz4)
+        .chunk_size(64 << 10)
+        .save(&datasets::edge_cases(true))
+        .unwrap();
     let data = std::fs::read(&p).unwrap();
     assert!(load(&data, &LoadOptions::default()).is_ok());
     for at in (0..data.len()).step_by(data.len() / 50) {
