@@ -11,49 +11,84 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O step failed. `op` names the step (`"open"`, `"write"`, `"fsync"`, `"rename"`...).
+    /// An I/O step failed. `op` names the step (`"create"`, `"write"`, `"fsync"`,
+    /// `"rename"`, `"io_uring_enter"`, ...).
     Io {
+        /// The step.
         op: &'static str,
+        /// The file or directory it acted on (a snapshot's temp file, its target or the
+        /// target's directory).
         path: PathBuf,
         /// File offset of the failed write, when the step is a write.
         offset: Option<u64>,
+        /// The operating system's error.
         source: io::Error,
     },
-    /// The input is not a valid RDB (or LZ4 frame): `offset` is the byte offset in the
-    /// (decompressed) RDB stream where the problem was found.
-    Corrupt { offset: u64, what: String },
-    /// A checksum did not match. `what` names the checksum (RDB CRC-64, LZ4 block, ...).
-    ChecksumMismatch {
-        what: &'static str,
+    /// The input is not a valid RDB (or LZ4 frame).
+    Corrupt {
+        /// Byte offset in the (decompressed) RDB stream where the problem was found.
         offset: u64,
+        /// What is wrong there.
+        what: String,
+    },
+    /// A checksum did not match.
+    ChecksumMismatch {
+        /// The checksum (RDB CRC-64, LZ4 block, ...).
+        what: &'static str,
+        /// Where the stored checksum is.
+        offset: u64,
+        /// The stored value.
         expected: u64,
+        /// The value computed over the data.
         got: u64,
     },
     /// The file holds a value forksnap cannot load (a stream, a module type) and the caller
     /// did not ask to skip such values.
-    Unsupported { offset: u64, what: String },
+    Unsupported {
+        /// Byte offset of the value's entry.
+        offset: u64,
+        /// What the value is.
+        what: String,
+    },
     /// The caller asked for something invalid (an RDB version we cannot write, ...).
     InvalidOption(String),
     /// A snapshot is already running in this process.
     AlreadyRunning,
     /// Copy-on-write crossed the budget; the snapshot was aborted.
-    CowLimitExceeded { budget: u64, observed: u64 },
+    CowLimitExceeded {
+        /// The budget, bytes.
+        budget: u64,
+        /// The copy-on-write measured when it was crossed, bytes.
+        observed: u64,
+    },
     /// The snapshot child failed without a more specific error (killed by a signal, ...).
-    Child { status: String },
+    Child {
+        /// How it ended.
+        status: String,
+    },
     /// The writer thread of a snapshot (`SnapshotOptions::workers(1)`) stopped or
     /// panicked, in the child or in this process.
-    WriterThread { what: String },
+    WriterThread {
+        /// What happened to it.
+        what: String,
+    },
     /// The keyspace handed out a value no server would load (a view whose `len()`
     /// disagrees with what its `for_each` yields, ...). Nothing was written in place of
     /// the target.
     BadValue {
         /// The key, as text (bytes that are not UTF-8 replaced).
         key: String,
+        /// What is wrong with its value.
         what: String,
     },
     /// The child made no progress (no report, no CPU time, no disk wait) for `seconds`
     /// and was killed; see `SnapshotOptions::stall_timeout`.
-    Stalled { seconds: u64, keys: u64 },
+    Stalled {
+        /// How long it was idle.
+        seconds: u64,
+        /// Keys it had encoded.
+        keys: u64,
+    },
 }
 
 impl Error {

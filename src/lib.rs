@@ -1,11 +1,12 @@
 //! forksnap: Redis-compatible background snapshots for in-memory key-value servers.
 //!
-//! A server implements [`Keyspace`] over its data; forksnap encodes it as Redis RDB
-//! ([`rdb`]), optionally wrapped in an LZ4 frame ([`frame`]), and writes it so that stock
-//! Redis and Valkey load it. See `ARCHITECTURE.md` for the pipeline and its invariants.
+//! A server implements [`Keyspace`] over its data; forksnap encodes it as Redis RDB,
+//! optionally wrapped in an LZ4 frame, and writes it so that stock Redis and Valkey load
+//! it. See `ARCHITECTURE.md` for the pipeline and its invariants.
 //!
 //! The README follows; its example is compiled as a doctest.
 #![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "internals"), deny(missing_docs))]
 
 // forksnap is Linux-only: it forks, reads /proc/self/smaps_rollup, sets the child's
 // scheduling class and writes through io_uring (pwrite when the kernel refuses it).
@@ -15,25 +16,21 @@ compile_error!(
      io_uring (with a pwrite fallback); no other operating system provides these"
 );
 
-#[cfg(target_os = "linux")]
-pub mod buf;
-#[cfg(target_os = "linux")]
-pub mod error;
-#[cfg(target_os = "linux")]
-pub mod fork;
-#[cfg(target_os = "linux")]
-pub mod frame;
-#[cfg(target_os = "linux")]
-pub mod keyspace;
-#[cfg(target_os = "linux")]
-pub mod pressure;
-#[cfg(target_os = "linux")]
-pub mod rdb;
-#[cfg(target_os = "linux")]
-pub mod sink;
+/// Declares the pipeline's modules: private, or public (hidden from the docs) with the
+/// `internals` feature, which the benches, the tools and the tests use.
+macro_rules! internal_modules {
+    ($($m:ident),*) => {$(
+        #[cfg(all(target_os = "linux", feature = "internals"))]
+        #[doc(hidden)]
+        pub mod $m;
+        #[cfg(all(target_os = "linux", not(feature = "internals")))]
+        mod $m;
+    )*};
+}
+internal_modules!(buf, error, fork, frame, keyspace, pressure, rdb, sink);
 
-#[cfg(target_os = "linux")]
-pub use buf::ChunkBuf;
+// The public API: what a server uses. Everything else is private (see ARCHITECTURE.md,
+// "API boundary").
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
@@ -42,7 +39,18 @@ pub use fork::{
 };
 #[cfg(target_os = "linux")]
 pub use keyspace::{
-    DbInfo, Entry, HashView, Keyspace, MemKeyspace, MemValue, SeqView, Value, ZSetView,
+    BuildError, DbInfo, Entry, FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemValue,
+    SeqView, Value, ZSetView,
 };
 #[cfg(target_os = "linux")]
-pub use sink::{BackendKind, Faults, Format, Step};
+pub use pressure::{CowFigures, CowSampling};
+#[cfg(target_os = "linux")]
+pub use rdb::reader::{load_with, KeyInfo, KeySink};
+#[cfg(target_os = "linux")]
+pub use rdb::{load, load_file, EncodeSummary, LoadOptions, LoadReport};
+#[cfg(target_os = "linux")]
+pub use sink::{BackendKind, BackendStats, Format};
+/// Fault injection for tests: make any I/O step of a snapshot fail (feature
+/// `fault-injection`).
+#[cfg(all(target_os = "linux", feature = "fault-injection"))]
+pub use sink::{Faults, Step};

@@ -32,8 +32,10 @@ use crate::rdb::EncodeOptions;
 use crate::rdb::EncodeSummary;
 use crate::sink::io::Io;
 use crate::sink::{
-    write_snapshot, BackendKind, BackendStats, Faults, Format, Step, WriteOptions, WriteReport,
+    write_snapshot, BackendKind, BackendStats, Format, Step, WriteOptions, WriteReport,
 };
+#[cfg(feature = "fault-injection")]
+use crate::sink::Faults;
 use report::{Fields, Msg};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -99,25 +101,20 @@ impl ChildPriority {
     }
 }
 
-/// Everything a snapshot needs to know; one builder for `save` and `start`.
+/// Everything a snapshot needs to know: the one builder, for [`save`](Self::save)
+/// (in-process) and [`start`](Self::start) (forked). Every option has a method; the
+/// result never depends on the order they are called in.
 #[derive(Clone, Debug)]
 pub struct SnapshotOptions {
-    pub path: PathBuf,
-    pub encode: EncodeOptions,
-    pub write: WriteOptions,
-    /// Abort when copy-on-write exceeds this many bytes.
-    pub cow_budget: Option<u64>,
-    pub cow_sampling: CowSampling,
-    /// The child measures its own memory (`Private_Dirty` of `/proc/self/smaps_rollup`)
-    /// half-way through its walk; see [`SnapshotReport::child_private_bytes`].
-    pub probe_child_memory: bool,
-    /// The child's scheduling class; see [`ChildPriority`].
-    pub child_priority: ChildPriority,
-    /// Kill the child when it makes no progress for this long; see
-    /// [`SnapshotOptions::stall_timeout`].
-    pub stall_timeout: Option<Duration>,
-    /// Inherited descriptors the child keeps open; see [`SnapshotOptions::keep_fd`].
-    pub keep_fds: Vec<RawFd>,
+    pub(crate) path: PathBuf,
+    pub(crate) encode: EncodeOptions,
+    pub(crate) write: WriteOptions,
+    pub(crate) cow_budget: Option<u64>,
+    pub(crate) cow_sampling: CowSampling,
+    pub(crate) probe_child_memory: bool,
+    pub(crate) child_priority: ChildPriority,
+    pub(crate) stall_timeout: Option<Duration>,
+    pub(crate) keep_fds: Vec<RawFd>,
 }
 
 impl SnapshotOptions {
@@ -143,6 +140,8 @@ impl SnapshotOptions {
         self.write.format = f;
         self
     }
+    /// The RDB version written, 9 to 11 (default 11); see the README's compatibility
+    /// table: 10 for Redis 7.0, 9 for Redis 5 and 6.
     pub fn rdb_version(mut self, v: u8) -> Self {
         self.encode.version = v;
         self
@@ -153,43 +152,58 @@ impl SnapshotOptions {
         self.encode.lzf = on;
         self
     }
+    /// Bytes per chunk, one write each (default 1 MiB; rounded up to whole pages; at
+    /// most 64 MiB).
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.write.chunk_size = bytes;
         self
     }
+    /// io_uring writes in flight (default 4).
     pub fn queue_depth(mut self, n: u32) -> Self {
         self.write.queue_depth = n;
         self
     }
+    /// io_uring submission entries per `io_uring_enter` (default 1).
     pub fn batch(mut self, sqes: usize) -> Self {
         self.write.batch = sqes;
         self
     }
+    /// Write with `O_DIRECT`, bypassing the page cache (default off).
     pub fn direct(mut self, on: bool) -> Self {
         self.write.direct = on;
         self
     }
+    /// Start writeback every this many bytes, so the final fsync does not stall (default
+    /// 4 MiB; not used with `O_DIRECT`).
     pub fn pacing_bytes(mut self, bytes: u64) -> Self {
         self.write.pacing_bytes = bytes;
         self
     }
+    /// The write backend (default [`BackendKind::Auto`]).
     pub fn backend(mut self, b: BackendKind) -> Self {
         self.write.backend = b;
         self
     }
-    /// Writer threads in the child (0 or 1; see [`WriteOptions::workers`]).
+    /// Writer threads in the child: 0 (default) frames and writes on the encoding thread;
+    /// 1 (any value above 0) hands chunks to one thread that frames and writes them while
+    /// the encoder goes on.
     pub fn workers(mut self, n: usize) -> Self {
         self.write.workers = n;
         self
     }
+    /// Register the child's chunk buffers with io_uring as fixed buffers when
+    /// `RLIMIT_MEMLOCK` allows (default off).
     pub fn register_buffers(mut self, on: bool) -> Self {
         self.write.register_buffers = on;
         self
     }
+    /// Abort the snapshot ([`Error::CowLimitExceeded`]) when copy-on-write passes this
+    /// many bytes (default: no budget).
     pub fn cow_budget(mut self, bytes: Option<u64>) -> Self {
         self.cow_budget = bytes;
         self
     }
+    /// How the parent samples copy-on-write (default: at most 1% of a core).
     pub fn cow_sampling(mut self, s: CowSampling) -> Self {
         self.cow_sampling = s;
         self
@@ -202,9 +216,22 @@ impl SnapshotOptions {
         self.probe_child_memory = on;
         self
     }
+    /// The child's scheduling class (default [`ChildPriority::Batch`]).
     pub fn child_priority(mut self, p: ChildPriority) -> Self {
         self.child_priority = p;
         self
+    }
+    /// The `ctime` AUX field, unix seconds (default: the clock when the snapshot starts).
+    /// A fixed value makes the file reproducible byte for byte.
+    pub fn ctime(mut self, secs: Option<i64>) -> Self {
+        self.encode.ctime = secs;
+        self
+    }
+    /// The encoder's options as resolved for this snapshot (benches and tools).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn encode_options(&self) -> EncodeOptions {
+        self.effective_encode()
     }
     /// Kill the child and fail with [`Error::Stalled`] when it makes no progress for
     /// `timeout`: no report, no CPU time and no disk wait (a walk blocked on a lock that
@@ -221,7 +248,8 @@ impl SnapshotOptions {
         self.keep_fds.push(fd);
         self
     }
-    /// A fault plan (tests).
+    /// A fault plan (tests; feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     pub fn faults(mut self, f: Faults) -> Self {
         self.write.faults = f;
         self
@@ -613,6 +641,7 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
 /// Progress of a running snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
+    /// Keys encoded so far.
     pub keys: u64,
     /// RDB bytes encoded.
     pub raw_bytes: u64,
@@ -623,6 +652,7 @@ pub struct Progress {
 /// What a finished snapshot did.
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotReport {
+    /// The snapshot's target file.
     pub path: PathBuf,
     /// What the encoder wrote: keys and skipped keys per database, RDB bytes, CRC.
     pub summary: EncodeSummary,
@@ -632,12 +662,17 @@ pub struct SnapshotReport {
     pub fork_us: u64,
     /// From `start` until the child was reaped (the span of Redis's BGSAVE).
     pub wall: Duration,
+    /// The child's own time, from fork to its final report (or `save`'s time).
     pub child_wall: Duration,
+    /// The child's CPU time, user and system (0 when another waiter reaped it).
     pub child_cpu: Duration,
+    /// The backend that wrote the file.
     pub backend: Option<BackendKind>,
+    /// Why that backend (forced, auto's choice, io_uring refused, ...).
     pub backend_reason: String,
     /// Submissions, SQEs, fixed buffers, write-completion latency percentiles.
     pub stats: BackendStats,
+    /// Copy-on-write the parent paid while the child ran.
     pub cow: CowFigures,
     /// Fraction of one core the CoW sampling used.
     pub cow_sampling_duty: f64,
@@ -662,10 +697,12 @@ impl SnapshotReport {
         }
     }
 
+    /// Keys written, all databases.
     pub fn keys(&self) -> u64 {
         self.summary.keys()
     }
 
+    /// io_uring entries per submission (batching); 0 for pwrite.
     pub fn sqes_per_submit(&self) -> f64 {
         if self.stats.submit_calls == 0 {
             0.0
@@ -728,14 +765,17 @@ pub fn snapshot_running() -> bool {
 }
 
 impl RunningSnapshot {
+    /// The child's process id.
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
+    /// Progress as last reported by the child.
     pub fn progress(&self) -> Progress {
         self.progress
     }
 
+    /// Copy-on-write so far.
     pub fn cow(&self) -> CowFigures {
         self.sampler.figures()
     }

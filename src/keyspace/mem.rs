@@ -20,9 +20,13 @@ pub type FieldValues = Vec<(Box<[u8]>, Box<[u8]>)>;
 /// An owned value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MemValue {
+    /// A string.
     Str(Box<[u8]>),
+    /// A string kept as an integer.
     Int(i64),
+    /// A list, in order.
     List(Vec<Box<[u8]>>),
+    /// A set; members unique.
     Set(Vec<Box<[u8]>>),
     /// (member, score) pairs; members unique, scores not NaN.
     ZSet(Vec<(Box<[u8]>, f64)>),
@@ -33,15 +37,19 @@ pub enum MemValue {
 /// Why a collection could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildError {
+    /// This member or field appears twice.
     Duplicate(Vec<u8>),
+    /// This sorted-set member has a NaN score.
     NanScore(Vec<u8>),
 }
 
 impl MemValue {
+    /// A string value.
     pub fn str(bytes: impl Into<Vec<u8>>) -> Self {
         MemValue::Str(bytes.into().into_boxed_slice())
     }
 
+    /// A list value, in the given order.
     pub fn list<I: IntoIterator<Item = B>, B: Into<Vec<u8>>>(items: I) -> Self {
         MemValue::List(
             items
@@ -61,6 +69,7 @@ impl MemValue {
         Ok(MemValue::Set(v))
     }
 
+    /// A sorted set from (member, score) pairs; refuses duplicate members and NaN scores.
     pub fn zset<I: IntoIterator<Item = (B, f64)>, B: Into<Vec<u8>>>(
         items: I,
     ) -> Result<Self, BuildError> {
@@ -75,6 +84,7 @@ impl MemValue {
         Ok(MemValue::ZSet(v))
     }
 
+    /// A hash from (field, value) pairs; refuses duplicate fields.
     pub fn hash<I: IntoIterator<Item = (B, C)>, B: Into<Vec<u8>>, C: Into<Vec<u8>>>(
         items: I,
     ) -> Result<Self, BuildError> {
@@ -108,6 +118,7 @@ impl MemValue {
         }
     }
 
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -184,18 +195,22 @@ impl MemDb {
             .map(|&i| i as usize)
     }
 
+    /// Keys in this database.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// No keys.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
+    /// Keys with an expiry.
     pub fn expires(&self) -> u64 {
         self.expires
     }
 
+    /// Makes room for `additional` more keys.
     pub fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional);
         let slots = &self.slots;
@@ -252,6 +267,7 @@ impl MemDb {
         true
     }
 
+    /// The value of `key` and its expiry (unix ms), if present.
     pub fn get(&self, key: &[u8]) -> Option<(&MemValue, Option<i64>)> {
         self.find(key).map(|i| {
             let s = &self.slots[i];
@@ -264,6 +280,7 @@ impl MemDb {
         self.find(key).map(|i| &mut self.slots[i].value)
     }
 
+    /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<MemValue> {
         let h = xxh3_64(key);
         let slots = &self.slots;
@@ -320,6 +337,7 @@ pub struct MemKeyspace {
 }
 
 impl MemKeyspace {
+    /// An empty keyspace.
     pub fn new() -> Self {
         Self::default()
     }
@@ -333,6 +351,7 @@ impl MemKeyspace {
         &mut self.dbs[i]
     }
 
+    /// Database `index`, if it holds a key.
     pub fn db(&self, index: u32) -> Option<&MemDb> {
         self.dbs.get(index as usize)
     }
@@ -353,6 +372,7 @@ impl MemKeyspace {
         self.dbs.iter().map(MemDb::len).sum()
     }
 
+    /// No keys in any database.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,14 +13,17 @@
 
 mod mem;
 
-pub use mem::{FieldValues, MemDb, MemKeyspace, MemValue};
+pub use mem::{BuildError, FieldValues, MemDb, MemKeyspace, MemValue};
 
 use std::ops::ControlFlow;
 
 /// A list or set: a sequence of byte strings.
 pub trait SeqView {
+    /// Elements; must equal what `for_each` yields.
     fn len(&self) -> usize;
+    /// Calls `f` with each element (a list's in order).
     fn for_each(&self, f: &mut dyn FnMut(&[u8]));
+    /// No elements (an empty collection is skipped and counted, as Redis does).
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -28,8 +31,11 @@ pub trait SeqView {
 
 /// A sorted set: (member, score) pairs, in any order.
 pub trait ZSetView {
+    /// Members; must equal what `for_each` yields.
     fn len(&self) -> usize;
+    /// Calls `f` with each member and its score.
     fn for_each(&self, f: &mut dyn FnMut(&[u8], f64));
+    /// No members.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -37,8 +43,11 @@ pub trait ZSetView {
 
 /// A hash: (field, value) pairs.
 pub trait HashView {
+    /// Fields; must equal what `for_each` yields.
     fn len(&self) -> usize;
+    /// Calls `f` with each field and its value.
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
+    /// No fields.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -51,9 +60,13 @@ pub enum Value<'a> {
     Str(&'a [u8]),
     /// A string value the server keeps as an integer (written as its decimal form).
     Int(i64),
+    /// A list.
     List(&'a dyn SeqView),
+    /// A set (members unique).
     Set(&'a dyn SeqView),
+    /// A sorted set (members unique, scores not NaN).
     ZSet(&'a dyn ZSetView),
+    /// A hash (fields unique).
     Hash(&'a dyn HashView),
     /// A value the snapshot cannot encode (stream, module type). It is skipped and counted.
     Unsupported(&'static str),
@@ -76,17 +89,22 @@ impl Value<'_> {
 /// One key with its value, borrowed from the keyspace.
 #[derive(Clone, Copy)]
 pub struct Entry<'a> {
+    /// The key.
     pub key: &'a [u8],
     /// Absolute expiry time in unix milliseconds.
     pub expire_ms: Option<i64>,
+    /// The value.
     pub value: Value<'a>,
 }
 
 /// Size hints for one database, written as RDB's RESIZEDB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DbInfo {
+    /// The database number (`SELECT`'s).
     pub index: u32,
+    /// Keys in it (a hint: the walk decides).
     pub keys: u64,
+    /// Keys with an expiry (a hint).
     pub expires: u64,
 }
 

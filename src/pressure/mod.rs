@@ -33,11 +33,13 @@ impl Default for CowSampling {
 pub struct CowFigures {
     /// Latest estimate of bytes copied since fork (sample + extrapolation).
     pub current_bytes: u64,
+    /// The highest copy-on-write seen, bytes.
     pub peak_bytes: u64,
     /// Bytes per second between the last two samples.
     pub rate_bytes_per_s: f64,
     /// Last measured (not extrapolated) value.
     pub sampled_bytes: u64,
+    /// `smaps_rollup` reads taken.
     pub samples: u64,
     /// Time spent reading smaps.
     pub sampling_cost: Duration,

@@ -94,6 +94,7 @@ pub struct EncodeSummary {
 }
 
 impl EncodeSummary {
+    /// Keys written, all databases.
     pub fn keys(&self) -> u64 {
         self.keys_per_db.iter().map(|(_, n)| n).sum()
     }
@@ -334,6 +335,7 @@ impl<S: ChunkSink> Encoder<S> {
     }
 
     /// The sink chunks are handed to.
+    #[cfg(any(test, feature = "internals"))]
     pub fn sink(&self) -> &S {
         &self.out.sink
     }
@@ -658,6 +660,7 @@ fn counted(e: &Entry<'_>, kind: &str, len: usize, yielded: usize) -> Result<()> 
 
 /// Encodes a whole keyspace. The caller provides the sink and the first chunk; gets back
 /// the sink, the final partial chunk and the summary.
+#[cfg(any(test, feature = "internals"))]
 pub fn encode<S: ChunkSink>(
     ks: &dyn Keyspace,
     opts: &EncodeOptions,
@@ -710,8 +713,10 @@ pub fn encode_with<S: ChunkSink>(
 }
 
 /// A sink that appends every chunk to a `Vec<u8>`.
+#[cfg(any(test, feature = "internals"))]
 pub struct VecSink(pub Vec<u8>);
 
+#[cfg(any(test, feature = "internals"))]
 impl ChunkSink for VecSink {
     fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
         self.0.extend_from_slice(chunk.as_slice());
@@ -721,6 +726,7 @@ impl ChunkSink for VecSink {
 }
 
 /// Encodes a keyspace into memory (tests, tools, small data).
+#[cfg(any(test, feature = "internals"))]
 pub fn encode_to_vec(ks: &dyn Keyspace, opts: &EncodeOptions) -> Result<(Vec<u8>, EncodeSummary)> {
     let (VecSink(mut v), last, summary) =
         encode(ks, opts, VecSink(Vec::new()), ChunkBuf::new(64 * 1024))?;

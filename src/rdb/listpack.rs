@@ -200,6 +200,7 @@ pub enum Elem<'a> {
 
 impl Elem<'_> {
     /// The element as Redis would return it: integers in decimal.
+    #[cfg(any(test, feature = "internals"))]
     pub fn to_bytes(self) -> Vec<u8> {
         match self {
             Elem::Str(s) => s.to_vec(),

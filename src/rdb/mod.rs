@@ -13,9 +13,10 @@ pub mod num;
 pub mod reader;
 pub mod ziplist;
 
-pub use encoder::{
-    encode, encode_to_vec, encode_with, ChunkSink, EncodeOptions, EncodeSummary, Encoder,
-};
+pub use encoder::{encode_with, ChunkSink, EncodeOptions, EncodeSummary, Encoder};
+/// Whole-keyspace encoders for the benches, tools and tests.
+#[cfg(any(test, feature = "internals"))]
+pub use encoder::{encode, encode_to_vec, VecSink};
 pub use reader::{load, load_file, LoadOptions, LoadReport};
 
 /// CRC-64/Jones as Redis computes it (the catalogue's CRC-64/REDIS), by `crc-fast`'s

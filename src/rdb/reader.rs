@@ -26,15 +26,19 @@ pub struct LoadOptions {
 /// One loaded key, as seen by an observer (the `inspect` tool).
 #[derive(Debug)]
 pub struct KeyInfo<'a> {
+    /// Its database.
     pub db: u32,
+    /// The key.
     pub key: &'a [u8],
     /// The RDB type byte, which names the encoding.
     pub type_code: u8,
+    /// Its expiry, unix milliseconds.
     pub expire_ms: Option<i64>,
     /// Bytes the entry takes in the file (expiry, type, key and value).
     pub bytes: u64,
     /// Elements (1 for strings); 0 for skipped values.
     pub elements: u64,
+    /// Not loaded (a stream or module value, skipped on request).
     pub skipped: bool,
 }
 
@@ -45,9 +49,11 @@ pub type KeySink<'s> = dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), S
 /// What a load found besides the keys.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
+    /// The RDB version in the header.
     pub version: u32,
     /// `REDIS` or `VALKEY`.
     pub magic: &'static str,
+    /// The AUX fields, in file order.
     pub aux: Vec<(Vec<u8>, Vec<u8>)>,
     /// FUNCTION2 libraries skipped.
     pub functions_skipped: u64,
@@ -57,6 +63,7 @@ pub struct LoadReport {
     pub values_skipped: u64,
     /// false when the file stores a zero CRC (written with checksums off) or predates them.
     pub crc_checked: bool,
+    /// The stored CRC-64 (0: none stored).
     pub crc: u64,
     /// True when the input was an LZ4 frame.
     pub lz4_framed: bool,

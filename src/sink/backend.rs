@@ -19,7 +19,9 @@ pub enum BackendKind {
     /// io_uring for O_DIRECT (falling back to pwrite if it cannot be set up); pwrite for
     /// buffered writes, where io_uring measured slower (see `pipeline.rs`).
     Auto,
+    /// The child's own io_uring ring.
     Uring,
+    /// Plain `pwrite(2)`.
     Pwrite,
 }
 
@@ -28,12 +30,17 @@ pub enum BackendKind {
 pub struct BackendStats {
     /// `io_uring_enter` calls (or pwrite calls) that submitted at least one write.
     pub submit_calls: u64,
+    /// io_uring submission entries (or pwrite calls).
     pub sqes: u64,
+    /// Whether the buffers were registered with io_uring.
     pub fixed_buffers: bool,
     /// Write-completion latency, µs (submit to reap).
     pub p50_us: u64,
+    /// p99 write-completion latency, µs.
     pub p99_us: u64,
+    /// p99.9 write-completion latency, µs.
     pub p999_us: u64,
+    /// Slowest write completion, µs.
     pub max_us: u64,
     /// Writes that wrote fewer bytes than asked; the rest was written by another call.
     pub short_writes: u64,

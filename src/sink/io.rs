@@ -13,16 +13,24 @@ use std::path::{Path, PathBuf};
 /// The I/O steps of a snapshot, as named in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Creating the temp file.
     Create,
+    /// A write to it.
     Write,
+    /// `sync_file_range` (writeback pacing).
     RangeSync,
+    /// Its final `fsync`.
     Fsync,
+    /// Truncating it to its length (after O_DIRECT's padded last write).
     Truncate,
+    /// Renaming it over the target.
     Rename,
+    /// `fsync` of the target's directory.
     DirSync,
 }
 
 impl Step {
+    /// The step's name in errors (`Error::Io`'s `op`).
     pub fn name(self) -> &'static str {
         match self {
             Step::Create => "create",
@@ -49,12 +57,14 @@ impl Step {
         Step::ALL.iter().position(|s| *s == self).unwrap_or(0)
     }
 
+    /// The step an error's `op` names.
     pub fn from_name(name: &str) -> Option<Step> {
         Step::ALL.into_iter().find(|s| s.name() == name)
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(any(test, feature = "fault-injection")), allow(dead_code))]
 enum Action {
     Fail(i32),
     Short,
@@ -70,17 +80,21 @@ pub struct Faults {
     pub fsize_limit: Option<u64>,
 }
 
+#[cfg_attr(not(any(test, feature = "fault-injection")), allow(dead_code))]
 impl Faults {
+    /// Fail the `nth` (1-based) occurrence of `step` with `errno`.
     pub fn fail(mut self, step: Step, nth: u64, errno: i32) -> Self {
         self.rules.push((step, nth, Action::Fail(errno)));
         self
     }
 
+    /// Make the `nth` write write half of what it was asked.
     pub fn short_write(mut self, nth: u64) -> Self {
         self.rules.push((Step::Write, nth, Action::Short));
         self
     }
 
+    /// No rule and no limit.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.fsize_limit.is_none()
     }

@@ -12,8 +12,13 @@ pub mod io;
 pub mod pipeline;
 
 pub use backend::{BackendKind, BackendStats};
-pub use io::{Faults, Step};
-pub use pipeline::{write_snapshot, WriteOptions, WriteReport, MAX_CHUNK_SIZE, MAX_QUEUE_DEPTH};
+pub use io::Step;
+#[cfg(any(test, feature = "fault-injection", feature = "internals"))]
+pub use io::Faults;
+pub use pipeline::{write_snapshot, WriteOptions, WriteReport};
+/// The largest chunk and queue depth a snapshot accepts.
+#[cfg(any(test, feature = "internals"))]
+pub use pipeline::{MAX_CHUNK_SIZE, MAX_QUEUE_DEPTH};
 
 /// The container the RDB bytes are written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

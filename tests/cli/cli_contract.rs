@@ -257,11 +257,12 @@ fn lz4_cli_restores_the_plain_rdb() {
     };
     let (plain, _) = encode_to_vec(&ks, &opts).unwrap();
     let lz = dir.path().join("lib.rdb.lz4");
-    let mut save_opts = forksnap::SnapshotOptions::new(&lz)
+    forksnap::SnapshotOptions::new(&lz)
         .format(forksnap::Format::Lz4)
-        .chunk_size(256 << 10);
-    save_opts.encode = opts;
-    save_opts.save(&ks).unwrap();
+        .chunk_size(256 << 10)
+        .ctime(opts.ctime)
+        .save(&ks)
+        .unwrap();
     let restored = dir.path().join("lib-restored.rdb");
     let o = Command::new("lz4")
         .arg("-d")

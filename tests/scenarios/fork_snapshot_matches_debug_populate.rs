@@ -31,13 +31,13 @@ fn every_backend(kind: Kind, version: u8, fname: &str, format: Format, lzf: bool
         ("uring-direct", BackendKind::Uring, true),
     ] {
         let path = dir.path().join(format!("{fname}-{bname}.rdb"));
-        let mut opts = SnapshotOptions::new(&path)
+        let opts = SnapshotOptions::new(&path)
             .format(format)
             .lzf(lzf)
             .rdb_version(version)
             .backend(backend)
-            .direct(direct);
-        opts.encode.ctime = Some(1_700_000_000);
+            .direct(direct)
+            .ctime(Some(1_700_000_000));
         let report = {
             let _serial = common::fork_lock();
             opts.start(&ks).unwrap().wait().unwrap()

@@ -183,12 +183,12 @@ fn short_writes_still_write_every_byte() {
                 .short_write(7),
         ] {
             let p = dir.path().join(format!("{i}-{}.rdb", row.len()));
-            let mut opts = SnapshotOptions::new(&p)
+            let opts = SnapshotOptions::new(&p)
                 .format(format)
                 .backend(backend)
                 .chunk_size(64 << 10)
-                .faults(faults);
-            opts.encode.ctime = Some(1);
+                .faults(faults)
+                .ctime(Some(1));
             let report = opts.start(&ks).unwrap().wait().unwrap();
             // The plan's 1st and 2nd writes are short, so the rest of the first buffer
             // takes two more calls: at least two short writes, none without the plan.

@@ -15,10 +15,9 @@ mod svg;
 
 use clap::{Parser, ValueEnum};
 use datasets::{Dataset, Spec, Values};
+use forksnap::buf::ChunkBuf;
 use forksnap::rdb::{encode, ChunkSink, EncodeOptions};
-use forksnap::{
-    BackendKind, ChildPriority, ChunkBuf, Format, MemKeyspace, SnapshotOptions, SnapshotReport,
-};
+use forksnap::{BackendKind, ChildPriority, Format, MemKeyspace, SnapshotOptions, SnapshotReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use mutator::{Load, Mutator, Point};
 use serde_json::{json, Value as Json};
@@ -445,7 +444,7 @@ fn suite(cli: &Cli, specs: &[Spec], configs: &[Config], dir: &Path) -> Result<()
                 summary.plain_bytes = Some(med.raw_bytes);
             }
             if c.format == Fmt::RdbLzf && summary.plain_bytes.is_none() {
-                summary.plain_bytes = Some(plain_rdb_bytes(&ks, &opts.encode)?);
+                summary.plain_bytes = Some(plain_rdb_bytes(&ks, &opts.encode_options())?);
             }
             summary.add(c, med, load_run.as_ref());
             overview.push(svg::Row {
@@ -755,7 +754,7 @@ fn one_run(
                 baseline: None,
             })
         }
-        Mode::File => plain_file(ks, &opts.encode, c.format == Fmt::Lz4, path),
+        Mode::File => plain_file(ks, &opts.encode_options(), c.format == Fmt::Lz4, path),
     }
 }
 
