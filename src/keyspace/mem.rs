@@ -43,6 +43,25 @@ pub enum BuildError {
     NanScore(Vec<u8>),
 }
 
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Duplicate(m) => write!(
+                f,
+                "{:?} appears twice (set members, hash fields and sorted-set members are unique)",
+                String::from_utf8_lossy(m)
+            ),
+            BuildError::NanScore(m) => write!(
+                f,
+                "sorted-set member {:?} has a NaN score",
+                String::from_utf8_lossy(m)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
 impl MemValue {
     /// A string value.
     pub fn str(bytes: impl Into<Vec<u8>>) -> Self {
@@ -510,7 +529,11 @@ mod tests {
 
     #[test]
     fn collections_reject_duplicates_and_nan() {
-        assert!(MemValue::set(["a", "b", "a"]).is_err());
+        let e = MemValue::set(["a", "b", "a"]).unwrap_err();
+        assert_eq!(e, BuildError::Duplicate(b"a".to_vec()));
+        assert!(e.to_string().starts_with("\"a\" appears twice"), "{e}");
+        let e: Box<dyn std::error::Error> = Box::new(MemValue::zset([("m", f64::NAN)]).unwrap_err());
+        assert!(e.to_string().contains("NaN"), "{e}");
         assert!(MemValue::hash([("f", "1"), ("f", "2")]).is_err());
         assert!(MemValue::zset([("m", f64::NAN)]).is_err());
         assert!(MemValue::zset([("m", f64::INFINITY)]).is_ok());

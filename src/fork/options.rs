@@ -1,0 +1,338 @@
+//! [`SnapshotOptions`], the one builder, and what it starts: `save` in this process,
+//! `start` by fork.
+
+use super::child::child_main;
+use super::running::RunningSnapshot;
+use super::{temp_path, ACTIVE};
+use crate::error::{Error, Result};
+use crate::keyspace::Keyspace;
+use crate::pressure::CowSampling;
+use crate::rdb::EncodeOptions;
+use crate::sink::io::Io;
+use crate::sink::{write_snapshot, BackendKind, Format, WriteOptions};
+#[cfg(feature = "fault-injection")]
+use crate::sink::Faults;
+use super::report::SnapshotReport;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How the child competes with the parent for CPU.
+///
+/// On a machine with few cores the child (encoding at full speed) and the serving parent
+/// share them, and a parent thread that wakes to serve a request can wait for the child's
+/// time slice. Measured with snapbench (10M populate keys, 100k overwrites/s in the
+/// parent, `--runs 1 --load-runs 3 --child-priority inherit|batch` alternated twice;
+/// docs/PERFORMANCE.md): the parent's write p99 during the snapshot over its p99 without one had
+/// a median of ~7.5× (5.2–19.7×) inheriting the parent's policy and ~2.7× (2.4–6.7×) with
+/// `Batch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChildPriority {
+    /// The parent's scheduling policy and nice value, unchanged.
+    Inherit,
+    /// `SCHED_BATCH`: the same CPU share as the parent, but it does not preempt the
+    /// parent's wake-ups, so a busy parent slows the snapshot only by the CPU it uses.
+    #[default]
+    Batch,
+    /// `SCHED_IDLE`: runs only when nothing else wants the CPU; a parent that keeps every
+    /// core busy can stall the snapshot indefinitely.
+    Idle,
+    /// The parent's policy at this nice value (0 to 19; it can only lower the priority,
+    /// which needs no privilege).
+    Nice(i32),
+}
+
+impl ChildPriority {
+    fn validate(self) -> Result<()> {
+        match self {
+            ChildPriority::Nice(n) if !(0..=19).contains(&n) => Err(Error::InvalidOption(format!(
+                "child nice value {n} is outside 0..=19"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies to the calling process (the child, before it starts any thread, so its
+    /// threads inherit it). A hint: if the kernel refuses, the child runs as the parent.
+    pub(super) fn apply(self) {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscalls on this process with a valid, live `sched_param`.
+        unsafe {
+            match self {
+                ChildPriority::Inherit => {}
+                ChildPriority::Batch => {
+                    libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+                }
+                ChildPriority::Idle => {
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                }
+                ChildPriority::Nice(n) => {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, n);
+                }
+            }
+        }
+    }
+}
+
+/// Everything a snapshot needs to know: the one builder, for [`save`](Self::save)
+/// (in-process) and [`start`](Self::start) (forked). Every option has a method; the
+/// result never depends on the order they are called in.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    pub(crate) path: PathBuf,
+    pub(crate) encode: EncodeOptions,
+    pub(crate) write: WriteOptions,
+    pub(crate) cow_budget: Option<u64>,
+    pub(crate) cow_sampling: CowSampling,
+    pub(crate) probe_child_memory: bool,
+    pub(crate) child_priority: ChildPriority,
+    pub(crate) stall_timeout: Option<Duration>,
+    pub(crate) keep_fds: Vec<RawFd>,
+}
+
+impl SnapshotOptions {
+    /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, `BackendKind::Auto`
+    /// (pwrite for buffered writes, io_uring with O_DIRECT), 4 writes in flight, writeback
+    /// paced every 4 MiB, no CoW budget, child at `SCHED_BATCH`, a 60 s stall timeout.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SnapshotOptions {
+            path: path.into(),
+            encode: EncodeOptions::default(),
+            write: WriteOptions::default(),
+            cow_budget: None,
+            cow_sampling: CowSampling::default(),
+            probe_child_memory: false,
+            child_priority: ChildPriority::default(),
+            stall_timeout: Some(Duration::from_secs(60)),
+            keep_fds: Vec::new(),
+        }
+    }
+    /// Plain RDB or an LZ4 frame. In an LZ4 frame strings are never LZF-compressed (the
+    /// frame compresses instead), whatever [`lzf`](Self::lzf) says, in either call order.
+    pub fn format(mut self, f: Format) -> Self {
+        self.write.format = f;
+        self
+    }
+    /// The RDB version written, 9 to 11 (default 11); see the README's compatibility
+    /// table: 10 for Redis 7.0, 9 for Redis 5 and 6.
+    pub fn rdb_version(mut self, v: u8) -> Self {
+        self.encode.version = v;
+        self
+    }
+    /// LZF-compress long strings, as Redis's `rdbcompression yes` (default on). Applies
+    /// to [`Format::Rdb`] only.
+    pub fn lzf(mut self, on: bool) -> Self {
+        self.encode.lzf = on;
+        self
+    }
+    /// Bytes per chunk, one write each (default 1 MiB; rounded up to whole pages; at
+    /// most 64 MiB).
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.write.chunk_size = bytes;
+        self
+    }
+    /// io_uring writes in flight (default 4).
+    pub fn queue_depth(mut self, n: u32) -> Self {
+        self.write.queue_depth = n;
+        self
+    }
+    /// io_uring submission entries per `io_uring_enter` (default 1).
+    pub fn batch(mut self, sqes: usize) -> Self {
+        self.write.batch = sqes;
+        self
+    }
+    /// Write with `O_DIRECT`, bypassing the page cache (default off).
+    pub fn direct(mut self, on: bool) -> Self {
+        self.write.direct = on;
+        self
+    }
+    /// Start writeback every this many bytes, so the final fsync does not stall (default
+    /// 4 MiB; not used with `O_DIRECT`).
+    pub fn pacing_bytes(mut self, bytes: u64) -> Self {
+        self.write.pacing_bytes = bytes;
+        self
+    }
+    /// The write backend (default [`BackendKind::Auto`]).
+    pub fn backend(mut self, b: BackendKind) -> Self {
+        self.write.backend = b;
+        self
+    }
+    /// Writer threads in the child: 0 (default) frames and writes on the encoding thread;
+    /// 1 (any value above 0) hands chunks to one thread that frames and writes them while
+    /// the encoder goes on.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.write.workers = n;
+        self
+    }
+    /// Register the child's chunk buffers with io_uring as fixed buffers when
+    /// `RLIMIT_MEMLOCK` allows (default off).
+    pub fn register_buffers(mut self, on: bool) -> Self {
+        self.write.register_buffers = on;
+        self
+    }
+    /// Abort the snapshot ([`Error::CowLimitExceeded`]) when copy-on-write passes this
+    /// many bytes (default: no budget).
+    pub fn cow_budget(mut self, bytes: Option<u64>) -> Self {
+        self.cow_budget = bytes;
+        self
+    }
+    /// How the parent samples copy-on-write (default: at most 1% of a core).
+    pub fn cow_sampling(mut self, s: CowSampling) -> Self {
+        self.cow_sampling = s;
+        self
+    }
+    /// Measure the child's own memory half-way through the walk. The read walks the
+    /// child's page tables (46–57 ms for a 2 GiB child, `tools/smaps-cost.py`), counted in
+    /// the snapshot's wall time, so it is off by default; snapbench turns it on in a
+    /// separate, untimed run.
+    pub fn probe_child_memory(mut self, on: bool) -> Self {
+        self.probe_child_memory = on;
+        self
+    }
+    /// The child's scheduling class (default [`ChildPriority::Batch`]).
+    pub fn child_priority(mut self, p: ChildPriority) -> Self {
+        self.child_priority = p;
+        self
+    }
+    /// The `ctime` AUX field, unix seconds (default: the clock when the snapshot starts).
+    /// A fixed value makes the file reproducible byte for byte.
+    pub fn ctime(mut self, secs: Option<i64>) -> Self {
+        self.encode.ctime = secs;
+        self
+    }
+    /// The encoder's options as resolved for this snapshot (benches and tools).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn encode_options(&self) -> EncodeOptions {
+        self.effective_encode()
+    }
+    /// Kill the child and fail with [`Error::Stalled`] when it makes no progress for
+    /// `timeout`: no report, no CPU time and no disk wait (a walk blocked on a lock that
+    /// was held at fork waits for ever otherwise). `None`: wait for ever. Default 60 s.
+    pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+    /// Keep the inherited descriptor `fd` open in the child (by default the child closes
+    /// all but its report pipe and stdin/out/err, so that the server's listening and
+    /// client sockets close when the parent closes them). For a keyspace whose `walk`
+    /// reads through a descriptor.
+    pub fn keep_fd(mut self, fd: RawFd) -> Self {
+        self.keep_fds.push(fd);
+        self
+    }
+    /// A fault plan (tests; feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(mut self, f: Faults) -> Self {
+        self.write.faults = f;
+        self
+    }
+
+    /// The encoder's options as the format resolves them (no LZF inside an LZ4 frame), so
+    /// that no result depends on the order the builder's methods were called in.
+    pub(super) fn effective_encode(&self) -> EncodeOptions {
+        let mut e = self.encode.clone();
+        if self.write.format == Format::Lz4 {
+            e.lzf = false;
+        }
+        e
+    }
+
+    /// Encodes and writes in this process, without fork. `SIGXFSZ` is ignored while it
+    /// writes (a file size limit then fails the write with `EFBIG` instead of killing the
+    /// process) and restored after.
+    pub fn save(&self, ks: &dyn Keyspace) -> Result<SnapshotReport> {
+        let t = Instant::now();
+        let tmp = temp_path(&self.path, &format!("{}-save", std::process::id()));
+        let mut io = Io::new(tmp, self.path.clone(), self.write.faults.clone());
+        // SAFETY: installing SIG_IGN for SIGXFSZ and reading the previous disposition
+        // into a zeroed, valid sigaction.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `old` is a valid out-pointer.
+        unsafe {
+            let mut ign: libc::sigaction = std::mem::zeroed();
+            ign.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGXFSZ, &ign, &mut old);
+        }
+        let enc = self.effective_encode();
+        let r = write_snapshot(ks, &enc, &self.write, &mut io, &mut |_, _, _| {});
+        // SAFETY: restoring the disposition read above.
+        unsafe { libc::sigaction(libc::SIGXFSZ, &old, std::ptr::null_mut()) };
+        let mut rep = SnapshotReport::from_write(&r?, &self.path);
+        rep.child_wall = t.elapsed();
+        Ok(rep)
+    }
+
+    /// Forks; the child writes the snapshot while the caller goes on serving.
+    ///
+    /// The child runs `ks.databases()` and `ks.walk()` on the copy-on-write image of this
+    /// process, in its only thread: read [`Keyspace`]'s fork contract before
+    /// implementing it (a server with locks takes its guards, calls `start`, and drops
+    /// them). The child survives the calling thread's exit (a runtime's blocking pool may
+    /// retire it) and dies with this process. Keep the returned handle: dropping it kills
+    /// the child.
+    pub fn start(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
+        self.effective_encode().validate()?;
+        self.write.validate()?;
+        self.child_priority.validate()?;
+        if ACTIVE
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::AlreadyRunning);
+        }
+        match self.fork_child(ks) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                ACTIVE.store(false, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn fork_child(&self, ks: &dyn Keyspace) -> Result<RunningSnapshot> {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two fds into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Error::io(
+                "pipe",
+                &self.path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let (rd, wr) = (fds[0], fds[1]);
+        crate::rdb::Crc64::prepare();
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let t = Instant::now();
+        // SAFETY: fork is sound to call; in the child we only run code that respects the
+        // after-fork rules in the module invariants, and leave with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: closing fds we own.
+            unsafe {
+                libc::close(rd);
+                libc::close(wr);
+            }
+            return Err(Error::io("fork", &self.path, e));
+        }
+        if pid == 0 {
+            // SAFETY: closing our copy of the read end.
+            unsafe { libc::close(rd) };
+            child_main(ks, self, wr, parent);
+        }
+        let fork_us = t.elapsed().as_micros() as u64;
+        // SAFETY: closing the parent's copy of the write end; making our read end
+        // non-blocking on an fd we own.
+        unsafe {
+            libc::close(wr);
+            libc::fcntl(rd, libc::F_SETFL, libc::O_NONBLOCK);
+        }
+        // SAFETY: `rd` is our pipe's read end, owned by nobody else from here on.
+        let rd = unsafe { OwnedFd::from_raw_fd(rd) };
+        Ok(RunningSnapshot::new(pid, rd, self, t, fork_us))
+    }
+}
+
