@@ -19,6 +19,10 @@ pub struct ChunkBuf {
     ptr: NonNull<u8>,
     cap: usize,
     len: usize,
+    /// Its index in an io_uring's registered-buffer table, set by the ring that
+    /// registered it: the buffer carries it, so a buffer that merely lands at a freed
+    /// registered buffer's address is never taken for it.
+    fixed: Option<u16>,
 }
 
 // SAFETY: ChunkBuf owns its allocation exclusively (like Vec<u8>); nothing is shared.
@@ -36,11 +40,26 @@ impl ChunkBuf {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
-        ChunkBuf { ptr, cap, len: 0 }
+        ChunkBuf {
+            ptr,
+            cap,
+            len: 0,
+            fixed: None,
+        }
     }
 
     fn layout(cap: usize) -> Layout {
         Layout::from_size_align(cap, CHUNK_ALIGN).expect("chunk size overflows a Layout")
+    }
+
+    /// Its registered-buffer index, if a ring registered it.
+    pub(crate) fn fixed_index(&self) -> Option<u16> {
+        self.fixed
+    }
+
+    /// Set by the ring that registers (or unregisters) it.
+    pub(crate) fn set_fixed_index(&mut self, i: Option<u16>) {
+        self.fixed = i;
     }
 
     pub fn capacity(&self) -> usize {

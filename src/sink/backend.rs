@@ -180,8 +180,8 @@ pub(crate) struct Uring {
     fd: OwnedFd,
     slots: Vec<Slot>,
     free: Vec<ChunkBuf>,
-    /// Addresses of registered buffers; position = registration index.
-    registered: Vec<usize>,
+    /// Buffers are registered; each carries its index (`ChunkBuf::fixed_index`).
+    registered: bool,
     pending: usize,
     batch: usize,
     /// Slots holding a buffer (being written, or waiting to be resubmitted).
@@ -209,14 +209,14 @@ impl Uring {
         fd: OwnedFd,
         depth: u32,
         batch: usize,
-        pool: Vec<ChunkBuf>,
-        others: &[&ChunkBuf],
+        mut pool: Vec<ChunkBuf>,
+        others: &mut [&mut ChunkBuf],
         register: bool,
     ) -> std::io::Result<Self> {
         let ring = IoUring::builder().build(depth.max(2).next_power_of_two())?;
-        let mut registered = Vec::new();
-        if register {
-            let all: Vec<&ChunkBuf> = pool.iter().chain(others.iter().copied()).collect();
+        let mut registered = false;
+        if register && pool.len() + others.len() <= usize::from(u16::MAX) {
+            let all: Vec<&ChunkBuf> = pool.iter().chain(others.iter().map(|b| &**b)).collect();
             let iov: Vec<libc::iovec> = all
                 .iter()
                 .map(|b| libc::iovec {
@@ -229,7 +229,14 @@ impl Uring {
             // earlier cannot be reused under the kernel's feet; writes from it only happen
             // while the backend owns it (see the module invariant).
             if unsafe { ring.submitter().register_buffers(&iov) }.is_ok() {
-                registered = all.iter().map(|b| b.as_ptr() as usize).collect();
+                registered = true;
+                let n = pool.len();
+                for (i, b) in pool.iter_mut().enumerate() {
+                    b.set_fixed_index(Some(i as u16));
+                }
+                for (i, b) in others.iter_mut().enumerate() {
+                    b.set_fixed_index(Some((n + i) as u16));
+                }
             }
         }
         Ok(Uring {
@@ -400,11 +407,8 @@ impl Uring {
     }
 
     fn write_inner(&mut self, io: &mut Io, buf: ChunkBuf, offset: u64) -> Result<ChunkBuf> {
-        let fixed = self
-            .registered
-            .iter()
-            .position(|&p| p == buf.as_ptr() as usize)
-            .map(|i| i as u16);
+        // The index travels with the buffer; one this ring did not register has none.
+        let fixed = buf.fixed_index().filter(|_| self.registered);
         let len = buf.len();
         let slot = Slot {
             buf: Some(buf),
@@ -476,7 +480,7 @@ impl Backend for Uring {
             &self.hist,
             self.submit_calls,
             self.sqes,
-            !self.registered.is_empty(),
+            self.registered,
             self.short_writes,
         )
     }
@@ -534,6 +538,13 @@ impl Drop for Uring {
             }
             let n = self.ring.completion().count();
             self.outstanding -= n.min(self.outstanding);
+        }
+        // Unregister before any buffer is freed (the ring's fields drop first, but the
+        // pipeline's own registered buffers may outlive or predecease this backend):
+        // from here on the kernel holds no registered page of ours.
+        if self.registered {
+            let _ = self.ring.submitter().unregister_buffers();
+            self.registered = false;
         }
     }
 }

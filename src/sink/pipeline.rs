@@ -268,9 +268,9 @@ fn write_inner(
     let block_max = BlockMax::for_chunk(chunk);
     let fd = io.create(opts.direct)?;
     let fd_for_sync = fd.try_clone().map_err(|e| Error::io("dup", &io.tmp, e))?;
-    let first = ChunkBuf::new(chunk);
-    let spare = ChunkBuf::new(chunk);
-    let out = (opts.format == Format::Lz4).then(|| ChunkBuf::new(chunk));
+    let mut first = ChunkBuf::new(chunk);
+    let mut spare = ChunkBuf::new(chunk);
+    let mut out = (opts.format == Format::Lz4).then(|| ChunkBuf::new(chunk));
     let depth = opts.queue_depth.max(1) as usize;
     let (backend, kind, reason): (Box<dyn Backend>, BackendKind, String) = match opts.backend {
         BackendKind::Pwrite => (
@@ -288,8 +288,8 @@ fn write_inner(
         ),
         want => {
             let pool: Vec<ChunkBuf> = (0..depth + 1).map(|_| ChunkBuf::new(chunk)).collect();
-            let mut others = vec![&first, &spare];
-            if let Some(o) = out.as_ref() {
+            let mut others = vec![&mut first, &mut spare];
+            if let Some(o) = out.as_mut() {
                 others.push(o);
             }
             let dup = fd.try_clone().map_err(|e| Error::io("dup", &io.tmp, e))?;
@@ -298,7 +298,7 @@ fn write_inner(
                 (depth * 2) as u32,
                 opts.batch,
                 pool,
-                &others,
+                &mut others,
                 opts.register_buffers,
             ) {
                 Ok(u) => {

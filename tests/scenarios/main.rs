@@ -19,5 +19,6 @@ mod point_in_time_consistency;
 mod reader_loads_server_files;
 mod reader_rejects_damage;
 mod redis_loads_snapshot;
+mod registered_buffers;
 mod second_start_is_already_running;
 mod skipped_values_are_counted;
