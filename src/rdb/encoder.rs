@@ -19,6 +19,7 @@
 
 use super::listpack::{self, LpWriter};
 use super::num::{canonical_i64, format_i64, score_text, ScoreText};
+use super::uniq::{Rewalk, Uniq};
 use super::{intset, limits, lzf, opcodes, types, Crc64, MAX_WRITE_VERSION, MIN_WRITE_VERSION};
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
@@ -250,6 +251,8 @@ pub struct Encoder<S: ChunkSink> {
     /// Per-key scratch; reset at the first key boundary after a chunk hand-off.
     arena: Bump,
     lzf: Lzf,
+    /// Reused from collection to collection: are the members distinct?
+    uniq: Uniq,
     version: u8,
     summary: EncodeSummary,
     db_keys: u64,
@@ -282,6 +285,7 @@ impl<S: ChunkSink> Encoder<S> {
                 table: Box::new([0u32; lzf::HASH_SIZE]),
                 enabled: opts.lzf,
             },
+            uniq: Uniq::default(),
             version: opts.version,
             summary: EncodeSummary::default(),
             db_keys: 0,
@@ -399,21 +403,32 @@ impl<S: ChunkSink> Encoder<S> {
         Ok(Outcome::Written)
     }
 
-    /// length + each element as a string.
+    /// length + each element as a string; a set's members checked distinct.
     fn plain_seq(&mut self, e: &Entry<'_>, kind: &str, l: &dyn SeqView) -> Result<()> {
         let n = l.len();
+        let set = kind == "set";
         self.out.len(n as u64)?;
         let mut res = Ok(());
         let mut yielded = 0usize;
-        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let (out, arena, lzf, uniq) = (&mut self.out, &self.arena, &mut self.lzf, &mut self.uniq);
+        if set {
+            uniq.begin(n);
+        }
         l.for_each(&mut |m| {
             yielded += 1;
+            if set {
+                uniq.add(m);
+            }
             if res.is_ok() {
                 res = lzf.string(arena, out, m);
             }
         });
         res?;
-        counted(e, kind, n, yielded)
+        counted(e, kind, n, yielded)?;
+        if set {
+            distinct(e, "set member", uniq, &|f| l.for_each(f))?;
+        }
+        Ok(())
     }
 
     fn quicklist(&mut self, e: &Entry<'_>, l: &dyn SeqView) -> Result<()> {
@@ -489,6 +504,16 @@ impl<S: ChunkSink> Encoder<S> {
             counted(e, "set", n, yielded)?;
             if all_int {
                 ints.sort_unstable();
+                // Canonical decimals: equal integers are equal members.
+                if let Some(w) = ints.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(Error::BadValue {
+                        key: String::from_utf8_lossy(e.key).into_owned(),
+                        what: format!(
+                            "set member \"{}\" appears twice (the server would refuse the file)",
+                            w[0]
+                        ),
+                    });
+                }
                 let mut blob = BVec::with_capacity_in(8 + 8 * n, arena);
                 intset::write(&ints, &mut blob);
                 entry_header(out, arena, lzf, e, types::SET_INTSET)?;
@@ -503,12 +528,16 @@ impl<S: ChunkSink> Encoder<S> {
                 let mut lp = BVec::with_capacity_in(16 + n * 16, arena);
                 let mut w = LpWriter::begin(&mut lp);
                 let mut yielded = 0usize;
+                let uniq = &mut self.uniq;
+                uniq.begin(n);
                 s.for_each(&mut |m| {
                     yielded += 1;
+                    uniq.add(m);
                     w.push(&mut lp, m)
                 });
                 w.finish(&mut lp);
                 counted(e, "set", n, yielded)?;
+                distinct(e, "set member", uniq, &|f| s.for_each(f))?;
                 return lzf.blob(arena, out, &lp);
             }
         }
@@ -526,8 +555,14 @@ impl<S: ChunkSink> Encoder<S> {
                 // A listpack zset is ordered by (score, member); copy the (short) members
                 // into the arena to sort them.
                 let mut items = BVec::with_capacity_in(n, arena);
-                z.for_each(&mut |m, sc| items.push((&*arena.alloc_slice_copy(m), sc)));
+                let uniq = &mut self.uniq;
+                uniq.begin(n);
+                z.for_each(&mut |m, sc| {
+                    uniq.add(m);
+                    items.push((&*arena.alloc_slice_copy(m), sc))
+                });
                 counted(e, "sorted set", n, items.len())?;
+                distinct(e, "sorted-set member", uniq, &|f| z.for_each(&mut |m, _| f(m)))?;
                 items.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
                 let mut lp = BVec::with_capacity_in(16 + n * 24, arena);
                 let mut w = LpWriter::begin(&mut lp);
@@ -548,9 +583,11 @@ impl<S: ChunkSink> Encoder<S> {
         self.out.len(n as u64)?;
         let mut res = Ok(());
         let mut yielded = 0usize;
-        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let (out, arena, lzf, uniq) = (&mut self.out, &self.arena, &mut self.lzf, &mut self.uniq);
+        uniq.begin(n);
         z.for_each(&mut |m, sc| {
             yielded += 1;
+            uniq.add(m);
             if res.is_ok() {
                 res = lzf
                     .string(arena, out, m)
@@ -558,7 +595,8 @@ impl<S: ChunkSink> Encoder<S> {
             }
         });
         res?;
-        counted(e, "sorted set", n, yielded)
+        counted(e, "sorted set", n, yielded)?;
+        distinct(e, "sorted-set member", uniq, &|f| z.for_each(&mut |m, _| f(m)))
     }
 
     fn hash(&mut self, e: &Entry<'_>, h: &dyn HashView) -> Result<()> {
@@ -575,13 +613,17 @@ impl<S: ChunkSink> Encoder<S> {
                 let mut lp = BVec::with_capacity_in(16 + n * 32, arena);
                 let mut w = LpWriter::begin(&mut lp);
                 let mut yielded = 0usize;
+                let uniq = &mut self.uniq;
+                uniq.begin(n);
                 h.for_each(&mut |f, v| {
                     yielded += 1;
+                    uniq.add(f);
                     w.push(&mut lp, f);
                     w.push(&mut lp, v);
                 });
                 w.finish(&mut lp);
                 counted(e, "hash", n, yielded)?;
+                distinct(e, "hash field", uniq, &|g| h.for_each(&mut |f, _| g(f)))?;
                 return lzf.blob(arena, out, &lp);
             }
         }
@@ -589,9 +631,11 @@ impl<S: ChunkSink> Encoder<S> {
         self.out.len(n as u64)?;
         let mut res = Ok(());
         let mut yielded = 0usize;
-        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let (out, arena, lzf, uniq) = (&mut self.out, &self.arena, &mut self.lzf, &mut self.uniq);
+        uniq.begin(n);
         h.for_each(&mut |f, v| {
             yielded += 1;
+            uniq.add(f);
             if res.is_ok() {
                 res = lzf
                     .string(arena, out, f)
@@ -599,7 +643,8 @@ impl<S: ChunkSink> Encoder<S> {
             }
         });
         res?;
-        counted(e, "hash", n, yielded)
+        counted(e, "hash", n, yielded)?;
+        distinct(e, "hash field", uniq, &|g| h.for_each(&mut |f, _| g(f)))
     }
 
     /// Writes EOF and the CRC. Returns the sink, the last (partial) chunk and the summary.
@@ -656,6 +701,26 @@ fn counted(e: &Entry<'_>, kind: &str, len: usize, yielded: usize) -> Result<()> 
         key: String::from_utf8_lossy(e.key).into_owned(),
         what: format!("its {kind} view says len() = {len} but for_each yielded {yielded}"),
     })
+}
+
+/// The first member of `e`'s collection that appears twice, if any, as an error naming
+/// the key: Redis and Valkey refuse such a file.
+fn distinct(
+    e: &Entry<'_>,
+    kind: &str,
+    uniq: &mut Uniq,
+    walk: &Rewalk<'_>,
+) -> Result<()> {
+    match uniq.duplicate(walk) {
+        None => Ok(()),
+        Some(m) => Err(Error::BadValue {
+            key: String::from_utf8_lossy(e.key).into_owned(),
+            what: format!(
+                "{kind} {:?} appears twice (the server would refuse the file)",
+                String::from_utf8_lossy(&m)
+            ),
+        }),
+    }
 }
 
 /// Encodes a whole keyspace. The caller provides the sink and the first chunk; gets back

@@ -545,3 +545,107 @@ fn a_walk_blocked_on_a_lock_is_a_stall_error() {
     assert_eq!(std::fs::read(&target).unwrap(), b"previous");
     assert!(common::temp_files(dir.path()).is_empty());
 }
+
+/// A keyspace holding one collection with a repeated member, for every encoding.
+#[derive(Clone, Copy)]
+enum Shape {
+    Set,
+    IntSet,
+    Hash,
+    ZSet,
+}
+
+struct WithDuplicate {
+    shape: Shape,
+    members: Vec<Vec<u8>>,
+    ints: Vec<Vec<u8>>,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    scored: Vec<(Vec<u8>, f64)>,
+}
+
+impl Keyspace for WithDuplicate {
+    fn databases(&self) -> Vec<DbInfo> {
+        vec![DbInfo {
+            index: 0,
+            keys: 1,
+            expires: 0,
+        }]
+    }
+    fn walk(&self, _db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+        let value = match self.shape {
+            Shape::Set => Value::Set(&self.members),
+            Shape::IntSet => Value::Set(&self.ints),
+            Shape::Hash => Value::Hash(&self.fields),
+            Shape::ZSet => Value::ZSet(&self.scored),
+        };
+        let _ = visit(&Entry {
+            key: b"dup-key",
+            expire_ms: None,
+            value,
+        });
+    }
+}
+
+/// Duplicate set members, hash fields or sorted-set members from a server's views fail
+/// the snapshot with an error naming the key and the member, in every encoding, forked or
+/// not: never a file with a valid CRC that Redis refuses.
+#[test]
+fn duplicate_members_are_an_error_naming_the_key() {
+    let _serial = common::fork_lock();
+    let with_dup = |n: usize, long: bool| -> Vec<Vec<u8>> {
+        let pad = if long { "x".repeat(100) } else { String::new() };
+        let mut v: Vec<Vec<u8>> = (0..n).map(|i| format!("m{i}{pad}").into_bytes()).collect();
+        v.push(v[n / 2].clone());
+        v
+    };
+    let cases: Vec<(&str, WithDuplicate)> = vec![
+        ("small set", Shape::Set, with_dup(5, false)),
+        ("large set", Shape::Set, with_dup(1000, false)),
+        ("long-member set", Shape::Set, with_dup(5, true)),
+        ("intset", Shape::IntSet, Vec::new()),
+        ("small hash", Shape::Hash, with_dup(5, false)),
+        ("large hash", Shape::Hash, with_dup(1000, false)),
+        ("small zset", Shape::ZSet, with_dup(5, false)),
+        ("large zset", Shape::ZSet, with_dup(1000, false)),
+    ]
+    .into_iter()
+    .map(|(name, shape, members)| {
+        let ks = WithDuplicate {
+            shape,
+            ints: vec![b"1".to_vec(), b"7".to_vec(), b"3".to_vec(), b"7".to_vec()],
+            fields: members.iter().map(|m| (m.clone(), b"v".to_vec())).collect(),
+            scored: members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.clone(), i as f64))
+                .collect(),
+            members,
+        };
+        (name, ks)
+    })
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("dump.rdb");
+    std::fs::write(&target, b"previous").unwrap();
+    for (name, ks) in &cases {
+        for version in [9u8, 10, 11] {
+            for fork in [true, false] {
+                let opts = SnapshotOptions::new(&target).rdb_version(version);
+                let r = if fork {
+                    opts.start(ks).and_then(|r| r.wait())
+                } else {
+                    opts.save(ks)
+                };
+                match r {
+                    Err(Error::BadValue { key, what }) => {
+                        assert_eq!(key, "dup-key", "{name}");
+                        assert!(what.contains("appears twice"), "{name}: {what}");
+                    }
+                    other => panic!("{name} v{version} fork {fork}: {other:?}"),
+                }
+                assert_eq!(std::fs::read(&target).unwrap(), b"previous");
+                assert!(common::temp_files(dir.path()).is_empty());
+            }
+        }
+    }
+}

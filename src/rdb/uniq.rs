@@ -1,0 +1,139 @@
+//! `Uniq`: is every member of a collection distinct? Redis and Valkey refuse a file with a
+//! duplicate set member, hash field or sorted-set member, so the encoder checks what a
+//! server's views yield before it reports success.
+//!
+//! One pass hashes each member (xxh3, 64 bits) into an open-addressing table of hashes
+//! that the encoder reuses from key to key (cleared, never shrunk: no allocation per key
+//! in steady state). Equal hashes are only *suspects*: a second pass over the view
+//! compares the suspects' bytes, so a hash collision is never reported as a duplicate.
+//! Members are never copied in the common case.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Walks a collection's members again (for the suspects' second pass).
+pub type Rewalk<'a> = dyn Fn(&mut dyn FnMut(&[u8])) + 'a;
+
+/// The table's empty slot. A member whose hash is 0 is stored as 1 (a suspect at worst).
+const EMPTY: u64 = 0;
+
+#[derive(Default)]
+pub struct Uniq {
+    table: Vec<u64>,
+    mask: usize,
+    suspects: Vec<u64>,
+}
+
+impl Uniq {
+    /// Starts a collection of `n` members.
+    pub fn begin(&mut self, n: usize) {
+        let cap = (n.max(4) * 2).next_power_of_two();
+        if self.table.len() < cap {
+            self.table.resize(cap, EMPTY);
+        }
+        self.table[..cap].fill(EMPTY);
+        self.mask = cap - 1;
+        self.suspects.clear();
+    }
+
+    /// One member. `begin` must have been told at least as many members as are added
+    /// (more are tolerated: the table then fills and every further member is a suspect).
+    #[inline]
+    pub fn add(&mut self, m: &[u8]) {
+        let h = xxh3_64(m).max(1);
+        let mut i = h as usize & self.mask;
+        for _ in 0..=self.mask {
+            let slot = &mut self.table[i];
+            if *slot == EMPTY {
+                *slot = h;
+                return;
+            }
+            if *slot == h {
+                self.suspects.push(h);
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Full: the view yielded more than it announced (its len() check reports that).
+        self.suspects.push(h);
+    }
+
+    /// The first member that really appears twice, found by re-walking the view with
+    /// `walk` (called only when two hashes collided).
+    pub fn duplicate(&mut self, walk: &Rewalk<'_>) -> Option<Vec<u8>> {
+        if self.suspects.is_empty() {
+            return None;
+        }
+        let suspects = std::mem::take(&mut self.suspects);
+        let mut seen: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut dup = None;
+        walk(&mut |m| {
+            if dup.is_some() {
+                return;
+            }
+            let h = xxh3_64(m).max(1);
+            if !suspects.contains(&h) {
+                return;
+            }
+            if seen.iter().any(|(sh, sm)| *sh == h && sm == m) {
+                dup = Some(m.to_vec());
+            } else {
+                seen.push((h, m.to_vec()));
+            }
+        });
+        self.suspects = suspects;
+        self.suspects.clear();
+        dup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(items: &[&[u8]]) -> Option<Vec<u8>> {
+        let mut u = Uniq::default();
+        u.begin(items.len());
+        for m in items {
+            u.add(m);
+        }
+        u.duplicate(&|f| items.iter().for_each(|m| f(m)))
+    }
+
+    #[test]
+    fn finds_duplicates_and_only_them() {
+        assert_eq!(check(&[b"a", b"b", b"c"]), None);
+        assert_eq!(check(&[b"a", b"b", b"a"]), Some(b"a".to_vec()));
+        assert_eq!(check(&[b"", b""]), Some(Vec::new()));
+        let many: Vec<Vec<u8>> = (0..10_000).map(|i| format!("m{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = many.iter().map(|m| m.as_slice()).collect();
+        assert_eq!(check(&refs), None);
+        let mut with_dup = refs.clone();
+        with_dup.push(b"m9999");
+        assert_eq!(check(&with_dup), Some(b"m9999".to_vec()));
+    }
+
+    #[test]
+    fn a_reused_table_forgets_the_previous_collection() {
+        let mut u = Uniq::default();
+        u.begin(3);
+        for m in [&b"x"[..], b"y", b"z"] {
+            u.add(m);
+        }
+        assert!(u.duplicate(&|_| {}).is_none());
+        u.begin(2);
+        u.add(b"x");
+        u.add(b"y");
+        assert!(u.duplicate(&|_| {}).is_none());
+    }
+
+    #[test]
+    fn more_members_than_announced_are_suspects_not_errors() {
+        let distinct: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i]).collect();
+        let mut u = Uniq::default();
+        u.begin(1);
+        for m in &distinct {
+            u.add(m);
+        }
+        assert_eq!(u.duplicate(&|f| distinct.iter().for_each(|m| f(m))), None);
+    }
+}
