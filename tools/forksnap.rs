@@ -409,8 +409,9 @@ fn convert(
     if report.functions_skipped > 0 {
         dropped.push(format!("{} function libraries", report.functions_skipped));
     }
-    if r.summary.skipped_empty > 0 {
-        dropped.push(format!("{} empty collections", r.summary.skipped_empty));
+    let empty = report.empty_skipped + r.summary.skipped_empty;
+    if empty > 0 {
+        dropped.push(format!("{empty} empty collections"));
     }
     out(&format!(
         "wrote {}: {} keys, {} bytes, {}{}",

@@ -235,11 +235,22 @@ pub fn decode(data: &[u8]) -> Result<Vec<u8>> {
                     });
                 }
             }
+            // LZ4 expands at most ~255-fold: room for what this block can decode to, not
+            // the frame's block maximum (4 MiB of zeroes per block made a frame of many
+            // tiny blocks cost seconds). Allocation sized by the input is fallible.
+            let room = if stored_raw {
+                len
+            } else {
+                block_max.min(len.saturating_mul(256).saturating_add(64))
+            };
+            if out.try_reserve(room).is_err() {
+                return bad(p, format!("out of memory for a block of up to {room} bytes"));
+            }
             if stored_raw {
                 out.extend_from_slice(block);
             } else {
                 let start = out.len();
-                out.resize(start + block_max, 0);
+                out.resize(start + room, 0);
                 let (prev, dst) = out.split_at_mut(start);
                 let n = if independent {
                     lz4_flex::block::decompress_into(block, dst)
@@ -289,6 +300,24 @@ pub fn decode(data: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame of many tiny blocks decodes without reserving the block maximum for each
+    /// (the decoded buffer stays small: its capacity tracks the input, not 4 MiB).
+    #[test]
+    fn tiny_blocks_do_not_reserve_the_block_maximum() {
+        let (flg, bd) = (0x60u8, 0x70u8); // version 1, independent blocks; 4 MiB maximum
+        let mut f = MAGIC.to_le_bytes().to_vec();
+        f.extend_from_slice(&[flg, bd, (xxh32(&[flg, bd], 0) >> 8) as u8]);
+        for _ in 0..10_000 {
+            // A compressed block of one token: no literals, nothing to decode.
+            f.extend_from_slice(&1u32.to_le_bytes());
+            f.push(0);
+        }
+        f.extend_from_slice(&0u32.to_le_bytes());
+        let out = decode(&f).unwrap();
+        assert!(out.is_empty());
+        assert!(out.capacity() < 1 << 20, "capacity {}", out.capacity());
+    }
 
     #[test]
     fn roundtrip_chunks_and_damage() {

@@ -12,7 +12,13 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use xxhash_rust::xxh3::xxh3_64;
 
+/// "No expiry" in a slot. An expiry of exactly `i64::MIN` (292 million years ago) is kept
+/// as `i64::MIN + 1`: still an expiry, still long past.
 const NO_EXPIRE: i64 = i64::MIN;
+
+fn stored_expiry(expire_ms: Option<i64>) -> i64 {
+    expire_ms.map_or(NO_EXPIRE, |e| e.max(NO_EXPIRE + 1))
+}
 
 /// A hash's (field, value) pairs.
 pub type FieldValues = Vec<(Box<[u8]>, Box<[u8]>)>;
@@ -245,7 +251,7 @@ impl MemDb {
         expire_ms: Option<i64>,
     ) -> Option<MemValue> {
         let key = key.into().into_boxed_slice();
-        let expire_ms = expire_ms.unwrap_or(NO_EXPIRE);
+        let expire_ms = stored_expiry(expire_ms);
         if let Some(i) = self.find(&key) {
             let slot = &mut self.slots[i];
             self.expires -= u64::from(slot.expire_ms != NO_EXPIRE);
@@ -282,7 +288,7 @@ impl MemDb {
         if self.find(key).is_some() {
             return false;
         }
-        self.insert_new(key.into(), value, expire_ms.unwrap_or(NO_EXPIRE));
+        self.insert_new(key.into(), value, stored_expiry(expire_ms));
         true
     }
 
@@ -525,6 +531,15 @@ mod tests {
         let db = ks.db(0).unwrap();
         assert_eq!(db.get(b"key:0").unwrap().0, &MemValue::str("val"));
         assert_eq!(db.get(b"whole:0").unwrap().0, &MemValue::str("value:0"));
+    }
+
+    #[test]
+    fn an_expiry_of_i64_min_stays_an_expiry() {
+        let mut ks = MemKeyspace::new();
+        ks.insert(0, "old", MemValue::str("v"), Some(i64::MIN));
+        let db = ks.db(0).unwrap();
+        assert_eq!(db.get(b"old").unwrap().1, Some(i64::MIN + 1));
+        assert_eq!(db.expires(), 1);
     }
 
     #[test]

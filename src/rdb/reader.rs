@@ -61,6 +61,9 @@ pub struct LoadReport {
     pub module_aux_skipped: u64,
     /// Stream and module values skipped (with `skip_unsupported`).
     pub values_skipped: u64,
+    /// Collections with no element, skipped and counted as Redis does ("empty keys
+    /// skipped"): no server keeps an empty collection.
+    pub empty_skipped: u64,
     /// false when the file stores a zero CRC (written with checksums off) or predates them.
     pub crc_checked: bool,
     /// The stored CRC-64 (0: none stored).
@@ -340,6 +343,10 @@ impl<'a> Reader<'a, '_> {
             };
             let key = self.string("key")?;
             let value = self.value(ty, entry_at)?;
+            if value.as_ref().is_some_and(|v| v.is_empty()) {
+                self.report.empty_skipped += 1;
+                continue;
+            }
             self.report.values_skipped += u64::from(value.is_none());
             let info = KeyInfo {
                 db,

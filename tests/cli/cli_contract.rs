@@ -452,3 +452,18 @@ fn inspect_counts_elements_and_bytes_per_encoding() {
     assert_eq!(numbers.len(), 3, "keys, elements, bytes on one row: {row}");
     assert_eq!(&numbers[..2], ["1", "3"], "{row}");
 }
+
+/// convert says what it dropped: an empty collection no server keeps.
+#[test]
+fn convert_reports_the_empty_collections_it_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = common::write_temp(dir.path(), "edge.rdb", &datasets::crafted_edge_rdb());
+    let out = dir.path().join("out.rdb");
+    let o = forksnap(&[&"convert", &p, &out]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    assert!(
+        so.contains("2 keys") && so.contains("dropped 1 empty collections"),
+        "{so}"
+    );
+}

@@ -288,3 +288,22 @@ pub fn populate(n: u64, size: usize) -> MemKeyspace {
     ks.populate(n, size);
     ks
 }
+
+/// REDIS0009: db0 holds `empty` (a set of no members), `k` = "v", and `old` = "v"
+/// expiring at i64::MIN; no CRC (zero: not checked).
+pub fn crafted_edge_rdb() -> Vec<u8> {
+    let mut f = b"REDIS0009".to_vec();
+    f.extend_from_slice(&[0xFE, 0x00]); // SELECTDB 0
+    f.extend_from_slice(&[0x02, 5]); // a set, key of 5 bytes
+    f.extend_from_slice(b"empty");
+    f.push(0x00); // no members
+    f.extend_from_slice(&[0x00, 1, b'k', 1, b'v']);
+    f.push(0xFC); // EXPIRETIME_MS
+    f.extend_from_slice(&i64::MIN.to_le_bytes());
+    f.extend_from_slice(&[0x00, 3]);
+    f.extend_from_slice(b"old");
+    f.extend_from_slice(&[1, b'v']);
+    f.push(0xFF);
+    f.extend_from_slice(&[0; 8]);
+    f
+}

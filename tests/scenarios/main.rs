@@ -16,6 +16,7 @@ mod io_step_failures;
 mod oversized_buffers_are_refused;
 mod parent_exits_child_follows;
 mod point_in_time_consistency;
+mod reader_edge_entries;
 mod reader_loads_server_files;
 mod reader_rejects_damage;
 mod redis_loads_snapshot;
