@@ -155,6 +155,7 @@ fn verify(file: &Path) -> Result<(), String> {
         &data,
         &LoadOptions {
             skip_unsupported: true,
+            ..Default::default()
         },
         &mut |_, info| {
             *per_db.entry(info.db).or_default() += 1;
@@ -251,6 +252,7 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
         &data,
         &LoadOptions {
             skip_unsupported: true,
+            ..Default::default()
         },
         &mut |_, info| {
             record(info);
@@ -362,6 +364,7 @@ fn convert(
         &data,
         &LoadOptions {
             skip_unsupported: skip,
+            ..Default::default()
         },
     )
     .map_err(|e| match e {

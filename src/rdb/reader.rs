@@ -17,10 +17,22 @@ use std::collections::HashSet;
 use std::path::Path;
 
 /// How to load.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Skip (and count) streams and module values instead of failing on them.
     pub skip_unsupported: bool,
+    /// The largest string (or compressed element) a file may hold, bytes: Redis's own
+    /// bulk limit (`proto-max-bulk-len`), 512 MiB, by default.
+    pub max_value_bytes: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            skip_unsupported: false,
+            max_value_bytes: 512 << 20,
+        }
+    }
 }
 
 /// One loaded key, as seen by an observer (the `inspect` tool).
@@ -200,6 +212,36 @@ impl<'a> Reader<'a, '_> {
     }
 
     /// A count of items that each take at least `min_bytes`: checked against what is left.
+    /// An empty vector with room for `n` items, or an error at `at` when the memory is
+    /// not there: an allocation sized by the input never aborts the process.
+    fn room<T>(&self, n: usize, at: usize, what: &str) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        if v.try_reserve_exact(n).is_err() {
+            return self.corrupt(
+                at,
+                format!(
+                    "{what}: out of memory for {n} items of {} bytes",
+                    std::mem::size_of::<T>()
+                ),
+            );
+        }
+        Ok(v)
+    }
+
+    /// Refuses a value longer than the per-value limit.
+    fn limit(&self, n: u64, at: usize, what: &str) -> Result<()> {
+        if n > self.opts.max_value_bytes {
+            return self.corrupt(
+                at,
+                format!(
+                    "{what}: {n} bytes exceed the per-value limit of {} (LoadOptions::max_value_bytes)",
+                    self.opts.max_value_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
         let at = self.p;
         let n = self.len(what)?;
@@ -219,6 +261,7 @@ impl<'a> Reader<'a, '_> {
         let at = self.p;
         match self.len_field(what)? {
             Len::Plain(n) => {
+                self.limit(n, at, what)?;
                 let n = usize::try_from(n).unwrap_or(usize::MAX);
                 Ok(Cow::Borrowed(self.take(n, what)?))
             }
@@ -245,8 +288,10 @@ impl<'a> Reader<'a, '_> {
                         ),
                     );
                 }
+                self.limit(ulen, at, what)?;
                 let src = self.take(usize::try_from(clen).unwrap_or(usize::MAX), what)?;
-                let mut out = vec![0u8; ulen as usize];
+                let mut out = self.room(ulen as usize, at, what)?;
+                out.resize(ulen as usize, 0);
                 let data_at = self.p - src.len();
                 lzf::decompress(src, &mut out)
                     .map_err(|(off, m)| Error::corrupt(data_at + off, format!("{what}: {m}")))?;
@@ -257,7 +302,15 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn boxed(&mut self, what: &str) -> Result<Box<[u8]>> {
-        Ok(self.string(what)?.into_owned().into_boxed_slice())
+        let at = self.p;
+        match self.string(what)? {
+            Cow::Owned(v) => Ok(v.into_boxed_slice()),
+            Cow::Borrowed(s) => {
+                let mut v = self.room(s.len(), at, what)?;
+                v.extend_from_slice(s);
+                Ok(v.into_boxed_slice())
+            }
+        }
     }
 
     fn run(&mut self, sink: &mut KeySink<'_>) -> Result<()> {
@@ -422,7 +475,7 @@ impl<'a> Reader<'a, '_> {
             types::STRING => MemValue::Str(self.boxed("string value")?),
             types::LIST => {
                 let n = self.count("list length", 1)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = self.room(n, at, "collection")?;
                 for _ in 0..n {
                     v.push(self.boxed("list element")?);
                 }
@@ -430,7 +483,7 @@ impl<'a> Reader<'a, '_> {
             }
             types::SET => {
                 let n = self.count("set size", 1)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = self.room(n, at, "collection")?;
                 for _ in 0..n {
                     v.push(self.boxed("set member")?);
                 }
@@ -439,7 +492,7 @@ impl<'a> Reader<'a, '_> {
             }
             types::ZSET | types::ZSET_2 => {
                 let n = self.count("sorted set size", 2)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = self.room(n, at, "collection")?;
                 for _ in 0..n {
                     let m = self.boxed("sorted set member")?;
                     let s_at = self.p;
@@ -458,7 +511,7 @@ impl<'a> Reader<'a, '_> {
             }
             types::HASH => {
                 let n = self.count("hash size", 2)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = self.room(n, at, "collection")?;
                 for _ in 0..n {
                     let f = self.boxed("hash field")?;
                     let x = self.boxed("hash value")?;
@@ -585,7 +638,7 @@ impl<'a> Reader<'a, '_> {
                     self.fixed::<8>("hash minExpire")?;
                 }
                 let n = self.count("hash size", 3)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = self.room(n, at, "collection")?;
                 let mut with_ttl = 0u64;
                 for _ in 0..n {
                     // GA: expireAt = ttl + minExpire - 1; PRE_GA: absolute; 0: no TTL.
@@ -609,7 +662,7 @@ impl<'a> Reader<'a, '_> {
                         "hash listpack with TTLs is not made of (field, value, TTL) triples",
                     );
                 }
-                let mut v = Vec::with_capacity(flat.len() / 3);
+                let mut v = self.room(flat.len() / 3, at, "collection")?;
                 let mut with_ttl = 0u64;
                 let mut it = flat.into_iter();
                 while let (Some(f), Some(x), Some(t)) = (it.next(), it.next(), it.next()) {
@@ -881,6 +934,7 @@ mod tests {
                 &f,
                 &LoadOptions {
                     skip_unsupported: true,
+                    ..Default::default()
                 },
             )
             .unwrap();

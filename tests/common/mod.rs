@@ -519,3 +519,40 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with("temp-"))
         .collect()
 }
+
+/// Runs this test binary again as a helper process for `test` (its path in the binary) with
+/// `FORKSNAP_CONTRACT_HELPER=mode`, and returns its stdout lines and exit status: for
+/// what must not touch the test process itself (signal dispositions, rlimits).
+pub fn helper(test: &str, mode: &str, target: &std::path::Path) -> (Vec<String>, Option<i32>) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("FORKSNAP_CONTRACT_HELPER", mode)
+        .env("FORKSNAP_CONTRACT_TARGET", target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("running 0 tests"),
+        "no helper test is named {test}"
+    );
+    let lines = out
+        .stdout
+        .lines()
+        .map_while(Result::ok)
+        // libtest prints "test name ... " before the test's own output, on one line.
+        .filter_map(|l| l.find("HELPER ").map(|at| l[at..].to_string()))
+        .collect();
+    (lines, out.status.code())
+}
+
+pub fn helper_mode() -> Option<(String, std::path::PathBuf)> {
+    let mode = std::env::var("FORKSNAP_CONTRACT_HELPER").ok()?;
+    let target = std::env::var("FORKSNAP_CONTRACT_TARGET").ok()?;
+    Some((mode, target.into()))
+}
+
+#[allow(clippy::print_stdout)]
+pub fn say(line: &str) {
+    println!("HELPER {line}");
+}

@@ -1,16 +1,15 @@
 //! The fork contract, the library's side: what a real server (threads, a runtime, its own
 //! sockets and signal handling, locks) can count on when it calls `start`.
 
-use crate::common::{self, datasets};
+use crate::common::{self, datasets, helper, helper_mode, say};
 use forksnap::{
     DbInfo, Entry, Error, HashView, Keyspace, MemKeyspace, SeqView, SnapshotOptions, Value,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,45 +37,6 @@ fn loaded_keys(path: &std::path::Path) -> usize {
         .unwrap()
         .0
         .len()
-}
-
-/// Runs this test binary again as a helper process for `test` (a test name below) with
-/// `FORKSNAP_CONTRACT_HELPER=mode`, and returns its stdout lines and exit status: for
-/// what must not touch the test process itself (signal dispositions, rlimits).
-fn helper(test: &str, mode: &str, target: &std::path::Path) -> (Vec<String>, Option<i32>) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            &format!("fork_contract::{test}"),
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("FORKSNAP_CONTRACT_HELPER", mode)
-        .env("FORKSNAP_CONTRACT_TARGET", target)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let lines = out
-        .stdout
-        .lines()
-        .map_while(Result::ok)
-        // libtest prints "test name ... " before the test's own output, on one line.
-        .filter_map(|l| l.find("HELPER ").map(|at| l[at..].to_string()))
-        .collect();
-    (lines, out.status.code())
-}
-
-fn helper_mode() -> Option<(String, std::path::PathBuf)> {
-    let mode = std::env::var("FORKSNAP_CONTRACT_HELPER").ok()?;
-    let target = std::env::var("FORKSNAP_CONTRACT_TARGET").ok()?;
-    Some((mode, target.into()))
-}
-
-#[allow(clippy::print_stdout)]
-fn say(line: &str) {
-    println!("HELPER {line}");
 }
 
 /// A tokio-style blocking pool retires the thread that called `start`; the child must not
@@ -147,7 +107,7 @@ fn sigchld_ignored_or_reaped_elsewhere_still_reports() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("dump.rdb");
         let (lines, code) = helper(
-            "sigchld_ignored_or_reaped_elsewhere_still_reports",
+            "fork_contract::sigchld_ignored_or_reaped_elsewhere_still_reports",
             mode,
             &target,
         );
@@ -481,7 +441,11 @@ fn file_size_limit_in_process_is_an_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("dump.rdb");
-    let (lines, code) = helper("file_size_limit_in_process_is_an_error", "fsize", &target);
+    let (lines, code) = helper(
+        "fork_contract::file_size_limit_in_process_is_an_error",
+        "fsize",
+        &target,
+    );
     assert_eq!(code, Some(0), "the helper died: {lines:?}");
     assert_eq!(
         lines,

@@ -117,6 +117,7 @@ fn streams_and_functions_are_reported() {
             &file,
             &LoadOptions {
                 skip_unsupported: true,
+                ..Default::default()
             },
         )
         .unwrap();

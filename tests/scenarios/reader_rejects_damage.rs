@@ -257,3 +257,81 @@ proptest! {
         let _ = load(&bad, &LoadOptions::default());
     }
 }
+
+/// REDIS0009, db0: a list whose header claims `n` elements, followed by `n` empty ones
+/// (one byte each) and EOF: valid, and its element table is 16 bytes per element.
+fn list_of_empty_elements(n: u32) -> Vec<u8> {
+    let mut f = b"REDIS0009\xfe\x00\x01\x01l\x80".to_vec();
+    f.extend_from_slice(&n.to_be_bytes());
+    f.resize(f.len() + n as usize, 0);
+    f.push(0xFF);
+    f.extend_from_slice(&[0; 8]);
+    f
+}
+
+/// An allocation sized by the input is fallible: under an address-space limit the load
+/// fails with an error naming the offset, instead of the process aborting (SIGABRT).
+#[test]
+fn allocations_sized_by_the_input_fail_cleanly() {
+    use crate::common::{helper, helper_mode, say};
+    if helper_mode().is_some() {
+        let data = list_of_empty_elements(40_000_000);
+        let lim = libc::rlimit {
+            rlim_cur: 512 << 20,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit on this helper process with a valid rlimit.
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        match load(&data, &LoadOptions::default()) {
+            Err(e) => say(&format!("ERR {} {}", offset_of(&e).is_some(), e)),
+            Ok(_) => say("LOADED"),
+        }
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, code) = helper(
+        "reader_rejects_damage::allocations_sized_by_the_input_fail_cleanly",
+        "rlimit-as",
+        &dir.path().join("unused"),
+    );
+    assert_eq!(code, Some(0), "the helper died: {lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("HELPER ERR true") && lines[0].contains("out of memory"),
+        "{lines:?}"
+    );
+}
+
+/// A value longer than the per-value limit (Redis's 512 MiB bulk limit by default) is
+/// refused before anything is allocated for it; a lower limit is honoured.
+#[test]
+fn values_over_the_limit_are_refused() {
+    // An LZF string claiming 600 MB from 7 MB of compressed bytes (plausible by the ratio).
+    let mut f = b"REDIS0009\xfe\x00\x00\x01k\xc3".to_vec();
+    for n in [7_000_000u32, 600_000_000] {
+        f.push(0x80);
+        f.extend_from_slice(&n.to_be_bytes());
+    }
+    f.resize(f.len() + 7_000_000, 0);
+    let e = load(&f, &LoadOptions::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("per-value limit of 536870912"),
+        "{e}"
+    );
+    assert_eq!(offset_of(&e), Some(14));
+    let small = list_of_empty_elements(3);
+    assert!(load(&small, &LoadOptions::default()).is_ok());
+    let mut key = b"REDIS0009\xfe\x00\x00\x05hello\x05world".to_vec();
+    key.push(0xFF);
+    key.extend_from_slice(&[0; 8]);
+    let opts = LoadOptions {
+        max_value_bytes: 4,
+        ..Default::default()
+    };
+    let e = load(&key, &opts).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("5 bytes exceed the per-value limit of 4"),
+        "{e}"
+    );
+}
