@@ -163,7 +163,7 @@ pub struct SnapshotReport {
     pub cow_sampling_duty: f64,
     /// The child's own memory half-way through its walk (its `Private_Dirty`: buffers,
     /// arenas, ring, and any shared page it wrote), when
-    /// [`SnapshotOptions::probe_child_memory`] was set.
+    /// [`SnapshotOptions::probe_child_memory`](crate::SnapshotOptions::probe_child_memory) was set.
     pub child_private_bytes: Option<u64>,
     /// What that measurement took in the child (included in `child_wall` and `wall`).
     pub child_probe: Duration,
