@@ -8,7 +8,6 @@
 
 use super::{DbInfo, Entry, Keyspace, Value};
 use hashbrown::HashTable;
-use std::collections::HashSet;
 use std::ops::ControlFlow;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -150,13 +149,10 @@ impl MemValue {
 }
 
 fn check_unique<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<(), BuildError> {
-    let mut seen = HashSet::new();
-    for m in items {
-        if !seen.insert(m) {
-            return Err(BuildError::Duplicate(m.to_vec()));
-        }
+    match crate::rdb::uniq::first_duplicate(items) {
+        Some(m) => Err(BuildError::Duplicate(m.to_vec())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ pub mod listpack;
 pub mod lzf;
 pub mod num;
 pub mod reader;
-mod uniq;
+pub(crate) mod uniq;
 pub mod ziplist;
 
 pub use encoder::{encode_with, ChunkSink, EncodeOptions, EncodeSummary, Encoder};

@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::frame;
 use crate::keyspace::{MemKeyspace, MemValue};
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::path::Path;
 
 /// How to load.
@@ -211,7 +210,6 @@ impl<'a> Reader<'a, '_> {
         }
     }
 
-    /// A count of items that each take at least `min_bytes`: checked against what is left.
     /// An empty vector with room for `n` items, or an error at `at` when the memory is
     /// not there: an allocation sized by the input never aborts the process.
     fn room<T>(&self, n: usize, at: usize, what: &str) -> Result<Vec<T>> {
@@ -242,6 +240,7 @@ impl<'a> Reader<'a, '_> {
         Ok(())
     }
 
+    /// A count of items that each take at least `min_bytes`: checked against what is left.
     fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
         let at = self.p;
         let n = self.len(what)?;
@@ -727,16 +726,13 @@ impl<'a> Reader<'a, '_> {
         items: impl Iterator<Item = &'x [u8]>,
         what: &str,
     ) -> Result<()> {
-        let mut seen = HashSet::new();
-        for m in items {
-            if !seen.insert(m) {
-                return self.corrupt(
-                    at,
-                    format!("duplicate {what} {:?}", String::from_utf8_lossy(m)),
-                );
-            }
+        match super::uniq::first_duplicate(items) {
+            Some(m) => self.corrupt(
+                at,
+                format!("duplicate {what} {:?}", String::from_utf8_lossy(m)),
+            ),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn ascii_score(&mut self) -> Result<f64> {

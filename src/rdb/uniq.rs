@@ -1,8 +1,10 @@
-//! `Uniq`: is every member of a collection distinct? Redis and Valkey refuse a file with a
-//! duplicate set member, hash field or sorted-set member, so the encoder checks what a
-//! server's views yield before it reports success.
+//! Is every member of a collection distinct? Redis and Valkey refuse a file with a
+//! duplicate set member, hash field or sorted-set member. The one place that answers it:
+//! [`first_duplicate`] for members already in memory (the reader, `MemValue`'s
+//! constructors), [`Uniq`] for the encoder, which checks what a server's views yield
+//! before it reports success without allocating per key.
 //!
-//! One pass hashes each member (xxh3, 64 bits) into an open-addressing table of hashes
+//! `Uniq`: one pass hashes each member (64 bits) into an open-addressing table of hashes
 //! that the encoder reuses from key to key (cleared, never shrunk: no allocation per key
 //! in steady state). Equal hashes are only *suspects*: a second pass over the view
 //! compares the suspects' bytes, so a hash collision is never reported as a duplicate.
@@ -45,6 +47,13 @@ fn hash(m: &[u8]) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
+/// The first member that appears twice among `items` (in memory, so a plain hash set).
+pub fn first_duplicate<'a>(items: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    let mut seen = std::collections::HashSet::new();
+    items.into_iter().find(|m| !seen.insert(*m))
+}
+
+/// The encoder's check, reused from collection to collection; see the module doc.
 #[derive(Default)]
 pub struct Uniq {
     table: Vec<u64>,
