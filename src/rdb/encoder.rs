@@ -394,7 +394,7 @@ impl<S: ChunkSink> Encoder<S> {
             }
             Value::List(l) => {
                 self.header(e, types::LIST)?;
-                self.plain_seq(e, "list", l)?;
+                self.plain_seq(e, Coll::List, l)?;
             }
             Value::Set(s) => self.set(e, s)?,
             Value::ZSet(z) => self.zset(e, z)?,
@@ -404,43 +404,32 @@ impl<S: ChunkSink> Encoder<S> {
     }
 
     /// length + each element as a string; a set's members checked distinct.
-    fn plain_seq(&mut self, e: &Entry<'_>, kind: &str, l: &dyn SeqView) -> Result<()> {
+    fn plain_seq(&mut self, e: &Entry<'_>, coll: Coll, l: &dyn SeqView) -> Result<()> {
         let n = l.len();
-        let set = kind == "set";
         self.out.len(n as u64)?;
         let mut res = Ok(());
-        let mut yielded = 0usize;
-        let (out, arena, lzf, uniq) = (&mut self.out, &self.arena, &mut self.lzf, &mut self.uniq);
-        if set {
-            uniq.begin(n);
-        }
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let mut t = Tally::new(coll, n, &mut self.uniq);
         l.for_each(&mut |m| {
-            yielded += 1;
-            if set {
-                uniq.add(m);
-            }
+            t.add(m);
             if res.is_ok() {
                 res = lzf.string(arena, out, m);
             }
         });
         res?;
-        counted(e, kind, n, yielded)?;
-        if set {
-            distinct(e, "set member", uniq, &|f| l.for_each(f))?;
-        }
-        Ok(())
+        t.finish(e, n, &|f| l.for_each(f))
     }
 
     fn quicklist(&mut self, e: &Entry<'_>, l: &dyn SeqView) -> Result<()> {
         // Pass 1: count nodes with the same split rule pass 2 uses.
         let mut nodes = 0u64;
-        let mut yielded = 0usize;
         let mut split = NodeSplit::default();
+        let mut t = Tally::new(Coll::List, l.len(), &mut self.uniq);
         l.for_each(&mut |m| {
-            yielded += 1;
+            t.add(m);
             nodes += u64::from(split.starts_node(listpack::entry_size(m)))
         });
-        counted(e, "list", l.len(), yielded)?;
+        t.finish(e, l.len(), &|f| l.for_each(f))?;
         self.out.len(nodes)?;
         // Pass 2: build each node's listpack in the arena and write it as soon as the next
         // element would not fit.
@@ -479,10 +468,10 @@ impl<S: ChunkSink> Encoder<S> {
         if written_nodes != nodes {
             // The view yielded different elements the second time: the node count
             // already written is wrong.
-            return Err(Error::BadValue {
-                key: String::from_utf8_lossy(e.key).into_owned(),
-                what: "its list view yielded different elements on a second for_each".into(),
-            });
+            return Err(bad_value(
+                e,
+                "its list view yielded different elements on a second for_each".into(),
+            ));
         }
         Ok(())
     }
@@ -493,26 +482,21 @@ impl<S: ChunkSink> Encoder<S> {
         if self.version >= 10 && n <= limits::SET_MAX_INTSET_ENTRIES {
             let mut ints = BVec::with_capacity_in(n, arena);
             let mut all_int = true;
-            let mut yielded = 0usize;
+            // Counted here; an intset's members are checked distinct by its sort below.
+            let mut t = Tally::counting(Coll::Set, &mut self.uniq);
             s.for_each(&mut |m| {
-                yielded += 1;
+                t.add(m);
                 match canonical_i64(m) {
                     Some(v) if all_int => ints.push(v),
                     _ => all_int = false,
                 }
             });
-            counted(e, "set", n, yielded)?;
+            t.finish(e, n, &|f| s.for_each(f))?;
             if all_int {
                 ints.sort_unstable();
                 // Canonical decimals: equal integers are equal members.
                 if let Some(w) = ints.windows(2).find(|w| w[0] == w[1]) {
-                    return Err(Error::BadValue {
-                        key: String::from_utf8_lossy(e.key).into_owned(),
-                        what: format!(
-                            "set member \"{}\" appears twice (the server would refuse the file)",
-                            w[0]
-                        ),
-                    });
+                    return Err(Coll::Set.duplicate(e, w[0].to_string().as_bytes()));
                 }
                 let mut blob = BVec::with_capacity_in(8 + 8 * n, arena);
                 intset::write(&ints, &mut blob);
@@ -527,22 +511,18 @@ impl<S: ChunkSink> Encoder<S> {
                 entry_header(out, arena, lzf, e, types::SET_LISTPACK)?;
                 let mut lp = BVec::with_capacity_in(16 + n * 16, arena);
                 let mut w = LpWriter::begin(&mut lp);
-                let mut yielded = 0usize;
-                let uniq = &mut self.uniq;
-                uniq.begin(n);
+                let mut t = Tally::new(Coll::Set, n, &mut self.uniq);
                 s.for_each(&mut |m| {
-                    yielded += 1;
-                    uniq.add(m);
+                    t.add(m);
                     w.push(&mut lp, m)
                 });
                 w.finish(&mut lp);
-                counted(e, "set", n, yielded)?;
-                distinct(e, "set member", uniq, &|f| s.for_each(f))?;
+                t.finish(e, n, &|f| s.for_each(f))?;
                 return lzf.blob(arena, out, &lp);
             }
         }
         entry_header(out, arena, lzf, e, types::SET)?;
-        self.plain_seq(e, "set", s)
+        self.plain_seq(e, Coll::Set, s)
     }
 
     fn zset(&mut self, e: &Entry<'_>, z: &dyn ZSetView) -> Result<()> {
@@ -555,14 +535,12 @@ impl<S: ChunkSink> Encoder<S> {
                 // A listpack zset is ordered by (score, member); copy the (short) members
                 // into the arena to sort them.
                 let mut items = BVec::with_capacity_in(n, arena);
-                let uniq = &mut self.uniq;
-                uniq.begin(n);
+                let mut t = Tally::new(Coll::ZSet, n, &mut self.uniq);
                 z.for_each(&mut |m, sc| {
-                    uniq.add(m);
+                    t.add(m);
                     items.push((&*arena.alloc_slice_copy(m), sc))
                 });
-                counted(e, "sorted set", n, items.len())?;
-                distinct(e, "sorted-set member", uniq, &|f| z.for_each(&mut |m, _| f(m)))?;
+                t.finish(e, n, &|f| z.for_each(&mut |m, _| f(m)))?;
                 items.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
                 let mut lp = BVec::with_capacity_in(16 + n * 24, arena);
                 let mut w = LpWriter::begin(&mut lp);
@@ -582,12 +560,10 @@ impl<S: ChunkSink> Encoder<S> {
         self.header(e, types::ZSET_2)?;
         self.out.len(n as u64)?;
         let mut res = Ok(());
-        let mut yielded = 0usize;
-        let (out, arena, lzf, uniq) = (&mut self.out, &self.arena, &mut self.lzf, &mut self.uniq);
-        uniq.begin(n);
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let mut t = Tally::new(Coll::ZSet, n, &mut self.uniq);
         z.for_each(&mut |m, sc| {
-            yielded += 1;
-            uniq.add(m);
+            t.add(m);
             if res.is_ok() {
                 res = lzf
                     .string(arena, out, m)
@@ -595,8 +571,7 @@ impl<S: ChunkSink> Encoder<S> {
             }
         });
         res?;
-        counted(e, "sorted set", n, yielded)?;
-        distinct(e, "sorted-set member", uniq, &|f| z.for_each(&mut |m, _| f(m)))
+        t.finish(e, n, &|f| z.for_each(&mut |m, _| f(m)))
     }
 
     fn hash(&mut self, e: &Entry<'_>, h: &dyn HashView) -> Result<()> {
@@ -612,30 +587,24 @@ impl<S: ChunkSink> Encoder<S> {
                 entry_header(out, arena, lzf, e, types::HASH_LISTPACK)?;
                 let mut lp = BVec::with_capacity_in(16 + n * 32, arena);
                 let mut w = LpWriter::begin(&mut lp);
-                let mut yielded = 0usize;
-                let uniq = &mut self.uniq;
-                uniq.begin(n);
+                let mut t = Tally::new(Coll::Hash, n, &mut self.uniq);
                 h.for_each(&mut |f, v| {
-                    yielded += 1;
-                    uniq.add(f);
+                    t.add(f);
                     w.push(&mut lp, f);
                     w.push(&mut lp, v);
                 });
                 w.finish(&mut lp);
-                counted(e, "hash", n, yielded)?;
-                distinct(e, "hash field", uniq, &|g| h.for_each(&mut |f, _| g(f)))?;
+                t.finish(e, n, &|g| h.for_each(&mut |f, _| g(f)))?;
                 return lzf.blob(arena, out, &lp);
             }
         }
         self.header(e, types::HASH)?;
         self.out.len(n as u64)?;
         let mut res = Ok(());
-        let mut yielded = 0usize;
-        let (out, arena, lzf, uniq) = (&mut self.out, &self.arena, &mut self.lzf, &mut self.uniq);
-        uniq.begin(n);
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let mut t = Tally::new(Coll::Hash, n, &mut self.uniq);
         h.for_each(&mut |f, v| {
-            yielded += 1;
-            uniq.add(f);
+            t.add(f);
             if res.is_ok() {
                 res = lzf
                     .string(arena, out, f)
@@ -643,8 +612,7 @@ impl<S: ChunkSink> Encoder<S> {
             }
         });
         res?;
-        counted(e, "hash", n, yielded)?;
-        distinct(e, "hash field", uniq, &|g| h.for_each(&mut |f, _| g(f)))
+        t.finish(e, n, &|g| h.for_each(&mut |f, _| g(f)))
     }
 
     /// Writes EOF and the CRC. Returns the sink, the last (partial) chunk and the summary.
@@ -691,35 +659,113 @@ impl NodeSplit {
     }
 }
 
-/// A view whose `for_each` yielded a different number of elements than its `len()`: the
-/// length is already in the file (or chose the encoding), so the file would be refused.
-fn counted(e: &Entry<'_>, kind: &str, len: usize, yielded: usize) -> Result<()> {
-    if len == yielded {
-        return Ok(());
-    }
-    Err(Error::BadValue {
-        key: String::from_utf8_lossy(e.key).into_owned(),
-        what: format!("its {kind} view says len() = {len} but for_each yielded {yielded}"),
-    })
+/// The kinds of collection a view can be; sets, hashes and sorted sets hold distinct
+/// members.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Coll {
+    List,
+    Set,
+    ZSet,
+    Hash,
 }
 
-/// The first member of `e`'s collection that appears twice, if any, as an error naming
-/// the key: Redis and Valkey refuse such a file.
-fn distinct(
-    e: &Entry<'_>,
-    kind: &str,
-    uniq: &mut Uniq,
-    walk: &Rewalk<'_>,
-) -> Result<()> {
-    match uniq.duplicate(walk) {
-        None => Ok(()),
-        Some(m) => Err(Error::BadValue {
-            key: String::from_utf8_lossy(e.key).into_owned(),
-            what: format!(
-                "{kind} {:?} appears twice (the server would refuse the file)",
-                String::from_utf8_lossy(&m)
+impl Coll {
+    fn name(self) -> &'static str {
+        match self {
+            Coll::List => "list",
+            Coll::Set => "set",
+            Coll::ZSet => "sorted set",
+            Coll::Hash => "hash",
+        }
+    }
+
+    /// The error for member `m` appearing twice.
+    fn duplicate(self, e: &Entry<'_>, m: &[u8]) -> Error {
+        let member = match self {
+            Coll::Hash => "hash field",
+            Coll::ZSet => "sorted-set member",
+            _ => "set member",
+        };
+        bad_value(
+            e,
+            format!(
+                "{member} {:?} appears twice (the server would refuse the file)",
+                String::from_utf8_lossy(m)
             ),
-        }),
+        )
+    }
+}
+
+fn bad_value(e: &Entry<'_>, what: String) -> Error {
+    Error::BadValue {
+        key: String::from_utf8_lossy(e.key).into_owned(),
+        what,
+    }
+}
+
+/// What one pass over a view yielded: how many elements and, for a set, hash or sorted
+/// set, whether they are distinct. Checked after the pass, since `len()` is already in
+/// the file or chose the encoding: a disagreement is an error naming the key, never a
+/// file the servers refuse.
+struct Tally<'u> {
+    coll: Coll,
+    yielded: usize,
+    /// Check distinct members (sets, hashes, sorted sets; not an intset, whose sort does).
+    distinct: bool,
+    uniq: &'u mut Uniq,
+}
+
+impl<'u> Tally<'u> {
+    fn new(coll: Coll, n: usize, uniq: &'u mut Uniq) -> Self {
+        let distinct = coll != Coll::List;
+        if distinct {
+            uniq.begin(n);
+        }
+        Tally {
+            coll,
+            yielded: 0,
+            distinct,
+            uniq,
+        }
+    }
+
+    /// Counts only.
+    fn counting(coll: Coll, uniq: &'u mut Uniq) -> Self {
+        Tally {
+            coll,
+            yielded: 0,
+            distinct: false,
+            uniq,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, m: &[u8]) {
+        self.yielded += 1;
+        if self.distinct {
+            self.uniq.add(m);
+        }
+    }
+
+    /// `rewalk` yields the members again, for the rare second look at hash suspects.
+    fn finish(self, e: &Entry<'_>, len: usize, rewalk: &Rewalk<'_>) -> Result<()> {
+        if self.yielded != len {
+            return Err(bad_value(
+                e,
+                format!(
+                    "its {} view says len() = {len} but for_each yielded {}",
+                    self.coll.name(),
+                    self.yielded
+                ),
+            ));
+        }
+        if !self.distinct {
+            return Ok(());
+        }
+        match self.uniq.duplicate(rewalk) {
+            Some(m) => Err(self.coll.duplicate(e, &m)),
+            None => Ok(()),
+        }
     }
 }
 
