@@ -105,8 +105,6 @@ pub(super) fn child_main(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32, par
         // A report to a dead parent's pipe ends the child.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGUSR1, libc::SIG_DFL);
-        // A file size limit fails the write with EFBIG (reported) instead of killing.
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         libc::fcntl(wr, libc::F_SETFL, libc::O_NONBLOCK);
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = watchdog as extern "C" fn(libc::c_int) as usize;
@@ -163,12 +161,6 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         &opts.write,
         &mut io,
         &mut |keys, raw, written| {
-            // SAFETY: getppid/_exit have no preconditions.
-            unsafe {
-                if libc::getppid() != PARENT.load(Ordering::Relaxed) {
-                    libc::_exit(3);
-                }
-            }
             if let Some(slot @ None) = probe.as_mut() {
                 if keys >= total / 2 {
                     *slot = Some(take_probe());

@@ -7,9 +7,9 @@
 //!   io_uring ring and buffers (never inherited, never the parent's heap pages), and
 //!   leaves with `_exit`.
 //! - The child dies with the parent *process* (not with the thread that forked it: a
-//!   runtime may retire that thread): it checks `getppid()` between batches of keys and
-//!   from a 250 ms timer signal (so a walk blocked for ever still notices), and a report
-//!   written to the closed pipe kills it (`SIGPIPE`).
+//!   runtime may retire that thread): a 250 ms timer signal checks `getppid()`, whatever
+//!   the walk is doing (blocked for ever included), and a report written to the closed
+//!   pipe kills it (`SIGPIPE`).
 //! - The child closes every descriptor it inherited except its report pipe, stdin/out/err
 //!   and those the caller keeps (`SnapshotOptions::keep_fd`): a socket the parent closes
 //!   is closed for its peer at once, not when the child exits.

@@ -241,25 +241,14 @@ impl SnapshotOptions {
 
     /// Encodes and writes in this process, without fork. `SIGXFSZ` is ignored while it
     /// writes (a file size limit then fails the write with `EFBIG` instead of killing the
-    /// process) and restored after.
+    /// process) and restored after, as in the child.
     pub fn save(&self, ks: &dyn Keyspace) -> Result<SnapshotReport> {
         let t = Instant::now();
         let tmp = temp_path(&self.path, &format!("{}-save", std::process::id()));
         let mut io = Io::new(tmp, self.path.clone(), self.write.faults.clone());
-        // SAFETY: installing SIG_IGN for SIGXFSZ and reading the previous disposition
-        // into a zeroed, valid sigaction.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; `old` is a valid out-pointer.
-        unsafe {
-            let mut ign: libc::sigaction = std::mem::zeroed();
-            ign.sa_sigaction = libc::SIG_IGN;
-            libc::sigaction(libc::SIGXFSZ, &ign, &mut old);
-        }
         let enc = self.effective_encode();
-        let r = write_snapshot(ks, &enc, &self.write, &mut io, &mut |_, _, _| {});
-        // SAFETY: restoring the disposition read above.
-        unsafe { libc::sigaction(libc::SIGXFSZ, &old, std::ptr::null_mut()) };
-        let mut rep = SnapshotReport::from_write(&r?, &self.path);
+        let r = write_snapshot(ks, &enc, &self.write, &mut io, &mut |_, _, _| {})?;
+        let mut rep = SnapshotReport::from_write(&r, &self.path);
         rep.child_wall = t.elapsed();
         Ok(rep)
     }

@@ -100,6 +100,33 @@ impl Faults {
     }
 }
 
+/// `SIGXFSZ` ignored while a snapshot writes, in the child and in `save` alike: a file
+/// size limit (`RLIMIT_FSIZE`, a quota) then fails the write with `EFBIG`, reported as
+/// the write's error, instead of killing the process. The previous disposition comes
+/// back on drop.
+pub(crate) struct IgnoreSigxfsz(libc::sigaction);
+
+impl IgnoreSigxfsz {
+    pub(crate) fn new() -> Self {
+        // SAFETY: an all-zero sigaction is valid; sigaction reads `ign` and writes the
+        // previous disposition into `old`, both live locals.
+        unsafe {
+            let mut ign: libc::sigaction = std::mem::zeroed();
+            ign.sa_sigaction = libc::SIG_IGN;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGXFSZ, &ign, &mut old);
+            IgnoreSigxfsz(old)
+        }
+    }
+}
+
+impl Drop for IgnoreSigxfsz {
+    fn drop(&mut self) {
+        // SAFETY: restores the disposition read in `new`.
+        unsafe { libc::sigaction(libc::SIGXFSZ, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 /// File operations on one snapshot's temp file, counted against a fault plan.
 #[derive(Debug)]
 pub struct Io {
@@ -163,9 +190,8 @@ impl Io {
                 rlim_cur: limit,
                 rlim_max: limit,
             };
-            // SAFETY: plain syscalls on this process with valid arguments.
+            // SAFETY: a plain syscall on this process with a valid rlimit.
             unsafe {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
                 libc::setrlimit(libc::RLIMIT_FSIZE, &r);
             }
         }

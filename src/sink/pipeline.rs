@@ -4,7 +4,7 @@
 //! forked child by `fork::start`.
 
 use super::backend::{Backend, BackendKind, BackendStats, Pwrite, Uring};
-use super::io::{Faults, Io};
+use super::io::{Faults, IgnoreSigxfsz, Io};
 use super::Format;
 use crate::buf::{ChunkBuf, CHUNK_ALIGN};
 use crate::error::{Error, Result};
@@ -263,6 +263,7 @@ fn write_inner(
 ) -> Result<WriteReport> {
     enc.validate()?;
     opts.validate()?;
+    let _xfsz = IgnoreSigxfsz::new();
     io.apply_limits();
     let chunk = opts.chunk_size.max(CHUNK_ALIGN);
     let block_max = BlockMax::for_chunk(chunk);
