@@ -409,9 +409,14 @@ impl<S: ChunkSink> Encoder<S> {
         self.out.len(n as u64)?;
         let mut res = Ok(());
         let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let set = coll == Coll::Set;
         let mut t = Tally::new(coll, n, &mut self.uniq);
         l.for_each(&mut |m| {
-            t.add(m);
+            if set {
+                t.add(m);
+            } else {
+                t.count();
+            }
             if res.is_ok() {
                 res = lzf.string(arena, out, m);
             }
@@ -426,7 +431,7 @@ impl<S: ChunkSink> Encoder<S> {
         let mut split = NodeSplit::default();
         let mut t = Tally::new(Coll::List, l.len(), &mut self.uniq);
         l.for_each(&mut |m| {
-            t.add(m);
+            t.count();
             nodes += u64::from(split.starts_node(listpack::entry_size(m)))
         });
         t.finish(e, l.len(), &|f| l.for_each(f))?;
@@ -485,7 +490,7 @@ impl<S: ChunkSink> Encoder<S> {
             // Counted here; an intset's members are checked distinct by its sort below.
             let mut t = Tally::counting(Coll::Set, &mut self.uniq);
             s.for_each(&mut |m| {
-                t.add(m);
+                t.count();
                 match canonical_i64(m) {
                     Some(v) if all_int => ints.push(v),
                     _ => all_int = false,
@@ -739,12 +744,18 @@ impl<'u> Tally<'u> {
         }
     }
 
+    /// One member of a set, hash or sorted set: counted and checked distinct.
     #[inline(always)]
     fn add(&mut self, m: &[u8]) {
+        debug_assert!(self.distinct);
         self.yielded += 1;
-        if self.distinct {
-            self.uniq.add(m);
-        }
+        self.uniq.add(m);
+    }
+
+    /// One element that needs no distinct check (a list's; an intset candidate's).
+    #[inline(always)]
+    fn count(&mut self) {
+        self.yielded += 1;
     }
 
     /// `rewalk` yields the members again, for the rare second look at hash suspects.
