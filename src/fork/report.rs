@@ -6,7 +6,7 @@
 
 use crate::pressure::CowFigures;
 use crate::rdb::EncodeSummary;
-use crate::sink::{BackendKind, BackendStats, WriteReport};
+use crate::sink::{BackendKind, BackendStats, Step, WriteReport};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,19 +106,12 @@ impl Fields<'_> {
 /// The name of an I/O step the child reported, as the `&'static str` its error carries.
 /// Every step the child can fail in is listed; anything else is named as such.
 pub fn op_name(op: &str) -> &'static str {
-    const OPS: [&str; 10] = [
-        "create",
-        "write",
-        "sync_file_range",
-        "fsync",
-        "truncate",
-        "rename",
-        "fsync directory",
-        "dup",
-        "io_uring setup",
-        "io_uring_enter",
-    ];
-    OPS.into_iter()
+    // The `Io` steps, then the steps outside it (the ring's, the descriptor's copy).
+    if let Some(step) = Step::from_name(op) {
+        return step.name();
+    }
+    ["dup", "io_uring setup", "io_uring_enter"]
+        .into_iter()
         .find(|o| *o == op)
         .unwrap_or("an unnamed snapshot I/O step")
 }

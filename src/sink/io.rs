@@ -94,10 +94,6 @@ impl Faults {
         self
     }
 
-    /// No rule and no limit.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.fsize_limit.is_none()
-    }
 }
 
 /// `SIGXFSZ` ignored while a snapshot writes, in the child and in `save` alike: a file
