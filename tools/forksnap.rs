@@ -230,7 +230,6 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
     // (type, encoding) -> (keys, elements, bytes in the file)
     let mut per_enc: BTreeMap<(&str, &str), (u64, u64, u64)> = BTreeMap::new();
-    let mut bytes_per_type: BTreeMap<&str, u64> = BTreeMap::new();
     let mut expiring = 0u64;
     let mut largest: Vec<(u64, u32, Vec<u8>, &str, u64)> = Vec::new();
     let mut record = |info: &KeyInfo<'_>| {
@@ -240,7 +239,6 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
         row.0 += 1;
         row.1 += info.elements;
         row.2 += info.bytes;
-        *bytes_per_type.entry(t).or_default() += info.bytes;
         expiring += u64::from(info.expire_ms.is_some());
         if top > 0 && (largest.len() < top || info.bytes > largest.last().map_or(0, |l| l.0)) {
             largest.push((info.bytes, info.db, info.key.to_vec(), t, info.elements));
@@ -261,6 +259,10 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
     if json {
+        let mut bytes_per_type: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((t, _), (_, _, b)) in &per_enc {
+            *bytes_per_type.entry(t).or_default() += b;
+        }
         let v = serde_json::json!({
             "file": file.display().to_string(),
             "magic": report.magic,
