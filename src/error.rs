@@ -81,6 +81,16 @@ pub enum Error {
         /// What is wrong with its value.
         what: String,
     },
+    /// A [`LoadVisitor`](crate::LoadVisitor) refused a key (or an AUX field, a function
+    /// library, a database): the load stopped there.
+    Rejected {
+        /// Byte offset of the key's entry in the RDB stream.
+        offset: u64,
+        /// The key, as text (bytes that are not UTF-8 replaced).
+        key: String,
+        /// The visitor's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The child made no progress (no report, no CPU time, no disk wait) for `seconds`
     /// and was killed; see `SnapshotOptions::stall_timeout`.
     Stalled {
@@ -101,6 +111,24 @@ impl Error {
         }
     }
 
+    /// The error a `Read` gave: a forksnap error carried through `io::Error` (the LZ4
+    /// frame reader's) comes back out as itself; any other is a failed `read`.
+    pub(crate) fn from_read(e: io::Error) -> Self {
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::io("read", PathBuf::new(), e);
+        }
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(inner)) => *inner,
+            Some(Err(other)) => Error::io("read", PathBuf::new(), io::Error::other(other)),
+            None => Error::io("read", PathBuf::new(), io::Error::other("unknown read error")),
+        }
+    }
+
+    /// Carries this error through an `io::Error` (for `Read` implementations).
+    pub(crate) fn into_read(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
     pub(crate) fn corrupt(offset: usize, what: impl Into<String>) -> Self {
         Error::Corrupt {
             offset: offset as u64,
@@ -118,6 +146,9 @@ impl fmt::Display for Error {
                 offset: Some(off),
                 source,
             } => write!(f, "{op} failed on {} at byte {off}: {source}", path.display()),
+            Error::Io {
+                op, path, source, ..
+            } if path.as_os_str().is_empty() => write!(f, "{op} failed: {source}"),
             Error::Io {
                 op, path, source, ..
             } => write!(f, "{op} failed on {}: {source}", path.display()),
@@ -145,6 +176,11 @@ impl fmt::Display for Error {
             Error::BadValue { key, what } => {
                 write!(f, "the keyspace gave an invalid value for key {key:?}: {what}")
             }
+            Error::Rejected {
+                offset,
+                key,
+                source,
+            } => write!(f, "key {key:?} at byte {offset} was refused: {source}"),
             Error::Stalled { seconds, keys } => write!(
                 f,
                 "snapshot child made no progress for {seconds} s after {keys} keys and was killed: \
@@ -160,6 +196,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Rejected { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

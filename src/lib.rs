@@ -45,9 +45,10 @@ pub use keyspace::{
 #[cfg(target_os = "linux")]
 pub use pressure::{CowFigures, CowSampling};
 #[cfg(target_os = "linux")]
-pub use rdb::reader::{load_with, KeyInfo, KeySink};
-#[cfg(target_os = "linux")]
-pub use rdb::{load, load_file, EncodeSummary, LoadOptions, LoadReport};
+pub use rdb::{
+    load_file, load_into, EncodeSummary, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadValue,
+    LoadVisitor, LoadZSet, VisitResult,
+};
 #[cfg(target_os = "linux")]
 pub use sink::{BackendKind, BackendStats, Format};
 /// Fault injection for tests: make any I/O step of a snapshot fail (feature

@@ -2,8 +2,8 @@
 //! The exit-code and output contract is relied on by scripts: see README.md.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use forksnap::rdb::reader::{load_with, KeyInfo};
-use forksnap::rdb::{load, types, LoadOptions};
+use forksnap::rdb::reader::{load_observed, KeyInfo, Validator};
+use forksnap::rdb::{load_into, types, LoadOptions, LoadValue, LoadVisitor, VisitResult};
 use forksnap::{BackendKind, Format, SnapshotOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -124,12 +124,25 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if data.is_empty() {
+/// Opens a file to stream from (loading never holds a whole file).
+fn open(path: &Path) -> Result<std::fs::File, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    if len == 0 {
         return Err(format!("{}: file is empty (0 bytes)", path.display()));
     }
-    Ok(data)
+    Ok(f)
+}
+
+/// Takes nothing: values are still read and validated (the `inspect` tool).
+struct Nothing;
+impl LoadVisitor for Nothing {
+    fn key(&mut self, _: u32, _: &[u8], _: Option<i64>, _: LoadValue<'_>) -> VisitResult {
+        Ok(())
+    }
 }
 
 /// Which servers load an RDB with this header. `None`: an unknown magic or version.
@@ -149,20 +162,17 @@ fn loads_in(magic: &str, version: u32) -> Option<&'static str> {
 }
 
 fn verify(file: &Path) -> Result<(), String> {
-    let data = read(file)?;
-    let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
-    let report = load_with(
-        &data,
+    let mut check = Validator::default();
+    let report = load_into(
+        open(file)?,
         &LoadOptions {
             skip_unsupported: true,
             ..Default::default()
         },
-        &mut |_, info| {
-            *per_db.entry(info.db).or_default() += 1;
-            Ok(())
-        },
+        &mut check,
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
+    let per_db = check.per_db;
     let dbs: Vec<String> = per_db.iter().map(|(d, n)| format!("db{d}={n}")).collect();
     let crc = if report.crc_checked {
         format!("checksum ok ({:#018x})", report.crc)
@@ -226,7 +236,7 @@ fn type_encoding(code: u8) -> (&'static str, &'static str) {
 }
 
 fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
-    let data = read(file)?;
+    let input = open(file)?;
     let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
     // (type, encoding) -> (keys, elements, bytes in the file)
     let mut per_enc: BTreeMap<(&str, &str), (u64, u64, u64)> = BTreeMap::new();
@@ -246,16 +256,14 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
             largest.truncate(top);
         }
     };
-    let report = load_with(
-        &data,
+    let report = load_observed(
+        input,
         &LoadOptions {
             skip_unsupported: true,
             ..Default::default()
         },
-        &mut |_, info| {
-            record(info);
-            Ok(())
-        },
+        &mut Nothing,
+        &mut record,
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
     if json {
@@ -279,7 +287,7 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
                 "db": d, "key": String::from_utf8_lossy(k), "type": t, "bytes": b, "elements": n})).collect::<Vec<_>>(),
             "aux": report.aux.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned())).collect::<BTreeMap<_, _>>(),
             "skipped_values": report.values_skipped,
-            "functions": report.functions_skipped,
+            "functions": report.functions,
         });
         out(&v.to_string());
         return Ok(());
@@ -334,10 +342,10 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
             ));
         }
     }
-    if report.values_skipped > 0 || report.functions_skipped > 0 {
+    if report.values_skipped > 0 || report.functions > 0 {
         out(&format!(
             "not loadable: {} stream/module values, {} function libraries",
-            report.values_skipped, report.functions_skipped
+            report.values_skipped, report.functions
         ));
     }
     Ok(())
@@ -361,9 +369,8 @@ fn convert(
             output.join("dump.rdb").display()
         ));
     }
-    let data = read(input)?;
-    let (ks, report) = load(
-        &data,
+    let (ks, report) = forksnap::load_file(
+        input,
         &LoadOptions {
             skip_unsupported: skip,
             ..Default::default()
@@ -376,7 +383,6 @@ fn convert(
         ),
         e => format!("{}: {e}", input.display()),
     })?;
-    drop(data);
     let opts = SnapshotOptions::new(output)
         .rdb_version(version)
         .format(if matches!(compression, Compression::Lz4) {
@@ -411,8 +417,8 @@ fn convert(
     if report.values_skipped > 0 {
         dropped.push(format!("{} stream/module values", report.values_skipped));
     }
-    if report.functions_skipped > 0 {
-        dropped.push(format!("{} function libraries", report.functions_skipped));
+    if report.functions > 0 {
+        dropped.push(format!("{} function libraries", report.functions));
     }
     let empty = report.empty_skipped + r.summary.skipped_empty;
     if empty > 0 {

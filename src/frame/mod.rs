@@ -144,157 +144,310 @@ impl Framer {
 }
 
 /// Decodes every frame in `data` into the raw bytes, verifying the header, block and
-/// content checksums. Errors name the byte offset in the framed input.
+/// content checksums. Errors name the byte offset in the framed input. (The tools and
+/// tests; loading streams through [`FrameReader`] instead.)
 pub fn decode(data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut p = 0usize;
-    let bad = |at: usize, what: String| Err(Error::corrupt(at, format!("LZ4 frame: {what}")));
-    while p < data.len() {
-        let Some(m) = data.get(p..p + 4) else {
-            return bad(p, "trailing bytes after the last frame".into());
-        };
-        let magic = u32::from_le_bytes(m.try_into().unwrap());
-        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
-            let Some(sz) = data.get(p + 4..p + 8) else {
-                return bad(p, "skippable frame truncated".into());
-            };
-            p += 8 + u32::from_le_bytes(sz.try_into().unwrap()) as usize;
-            continue;
+    let mut r = FrameReader::new(data);
+    std::io::Read::read_to_end(&mut r, &mut out).map_err(Error::from_read)?;
+    Ok(out)
+}
+
+/// The 64 KiB of history a linked block may refer back to.
+const WINDOW: usize = 64 << 10;
+
+/// Decodes LZ4 frames as a [`std::io::Read`], one block at a time: memory is one
+/// compressed block, one decoded block and (for linked blocks) 64 KiB of history,
+/// whatever the size of the content. Errors come out as `io::Error`s of kind
+/// `InvalidData` wrapping an [`Error`] with the offset in the framed input
+/// ([`Error::from_read`] unwraps them).
+pub struct FrameReader<R> {
+    inner: R,
+    /// Framed bytes consumed.
+    at: u64,
+    /// Decoded bytes: `[history | current block]`; `pos..end` not yet read.
+    out: Vec<u8>,
+    pos: usize,
+    end: usize,
+    block: Vec<u8>,
+    frame: Option<FrameState>,
+    frames: u64,
+    done: bool,
+}
+
+struct FrameState {
+    at: u64,
+    block_max: usize,
+    independent: bool,
+    block_sums: bool,
+    content_size: Option<u64>,
+    content_sum: Option<Xxh32>,
+    decoded: u64,
+}
+
+impl<R: std::io::Read> FrameReader<R> {
+    /// Reads frames from `inner`, which must start with one.
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            at: 0,
+            out: Vec::new(),
+            pos: 0,
+            end: 0,
+            block: Vec::new(),
+            frame: None,
+            frames: 0,
+            done: false,
         }
-        if magic != MAGIC {
-            return bad(p, format!("bad magic {magic:#010x}"));
+    }
+
+    fn bad<T>(&self, at: u64, what: impl std::fmt::Display) -> Result<T> {
+        Err(Error::Corrupt {
+            offset: at,
+            what: format!("LZ4 frame: {what}"),
+        })
+    }
+
+    /// Fills `buf` completely; `Ok(false)` when the input ended before its first byte
+    /// (allowed only where `eof_ok`).
+    fn fill(&mut self, buf: &mut [u8], what: &str, eof_ok: bool) -> Result<bool> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) if got == 0 && eof_ok => return Ok(false),
+                Ok(0) => return self.bad(self.at + got as u64, format!("{what} truncated")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::from_read(e)),
+            }
         }
-        let frame_at = p;
-        let Some(&[flg, bd]) = data.get(p + 4..p + 6) else {
-            return bad(p, "header truncated".into());
-        };
-        if flg >> 6 != 1 {
-            return bad(p + 4, format!("unsupported frame version {}", flg >> 6));
-        }
-        let independent = flg & 0x20 != 0;
-        let block_sums = flg & 0x10 != 0;
-        let has_size = flg & 0x08 != 0;
-        let content_sum = flg & 0x04 != 0;
-        if flg & 0x01 != 0 {
-            return bad(p + 4, "dictionary IDs are not supported".into());
-        }
-        let block_max = match (bd >> 4) & 7 {
-            4 => 64 << 10,
-            5 => 256 << 10,
-            6 => 1 << 20,
-            7 => 4 << 20,
-            x => return bad(p + 5, format!("invalid block maximum size id {x}")),
-        };
-        let desc_end = p + 6 + if has_size { 8 } else { 0 };
-        let Some(&hc) = data.get(desc_end) else {
-            return bad(p, "header truncated".into());
-        };
-        let want = (xxh32(&data[p + 4..desc_end], 0) >> 8) as u8;
-        if hc != want {
-            return Err(Error::ChecksumMismatch {
-                what: "LZ4 frame header",
-                offset: desc_end as u64,
-                expected: u64::from(hc),
-                got: u64::from(want),
-            });
-        }
-        p = desc_end + 1;
-        let frame_start = out.len();
+        self.at += buf.len() as u64;
+        Ok(true)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let mut b = [0; 4];
+        self.fill(&mut b, what, false)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Starts the next frame (skipping skippable ones). `Ok(false)`: the input ended.
+    fn begin_frame(&mut self) -> Result<bool> {
         loop {
-            let Some(s) = data.get(p..p + 4) else {
-                return bad(p, "block size truncated".into());
+            let at = self.at;
+            let mut m = [0; 4];
+            if !self.fill(&mut m, "frame magic", self.frames > 0)? {
+                return Ok(false);
+            }
+            let magic = u32::from_le_bytes(m);
+            if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+                let n = self.u32("skippable frame size")?;
+                let skipped = std::io::copy(
+                    &mut <&mut R as std::io::Read>::take(&mut self.inner, u64::from(n)),
+                    &mut std::io::sink(),
+                )
+                .map_err(Error::from_read)?;
+                self.at += skipped;
+                if skipped != u64::from(n) {
+                    return self.bad(self.at, "skippable frame truncated");
+                }
+                self.frames += 1;
+                continue;
+            }
+            if magic != MAGIC {
+                let what = if self.frames == 0 {
+                    format!("bad magic {magic:#010x}")
+                } else {
+                    format!("trailing bytes after the last frame (magic {magic:#010x})")
+                };
+                return self.bad(at, what);
+            }
+            let mut d = [0u8; 11];
+            self.fill(&mut d[..2], "header", false)?;
+            let (flg, bd) = (d[0], d[1]);
+            if flg >> 6 != 1 {
+                return self.bad(at + 4, format!("unsupported frame version {}", flg >> 6));
+            }
+            if flg & 0x01 != 0 {
+                return self.bad(at + 4, "dictionary IDs are not supported");
+            }
+            let block_max = match (bd >> 4) & 7 {
+                4 => 64 << 10,
+                5 => 256 << 10,
+                6 => 1 << 20,
+                7 => 4 << 20,
+                x => return self.bad(at + 5, format!("invalid block maximum size id {x}")),
             };
-            let raw_size = u32::from_le_bytes(s.try_into().unwrap());
+            let has_size = flg & 0x08 != 0;
+            let desc_len = 2 + if has_size { 8 } else { 0 };
+            self.fill(&mut d[2..desc_len + 1], "header", false)?;
+            let want = (xxh32(&d[..desc_len], 0) >> 8) as u8;
+            if d[desc_len] != want {
+                return Err(Error::ChecksumMismatch {
+                    what: "LZ4 frame header",
+                    offset: at + 4 + desc_len as u64,
+                    expected: u64::from(d[desc_len]),
+                    got: u64::from(want),
+                });
+            }
+            self.frame = Some(FrameState {
+                at,
+                block_max,
+                independent: flg & 0x20 != 0,
+                block_sums: flg & 0x10 != 0,
+                content_size: has_size
+                    .then(|| u64::from_le_bytes(d[2..10].try_into().expect("8 bytes"))),
+                content_sum: (flg & 0x04 != 0).then(|| Xxh32::new(0)),
+                decoded: 0,
+            });
+            self.frames += 1;
+            // History never crosses frames.
+            self.pos = 0;
+            self.end = 0;
+            return Ok(true);
+        }
+    }
+
+    /// Decodes the next block into `out[pos..end]`. `Ok(false)`: no more content.
+    fn next_block(&mut self) -> Result<bool> {
+        loop {
+            if self.done {
+                return Ok(false);
+            }
+            if self.frame.is_none() && !self.begin_frame()? {
+                self.done = true;
+                return Ok(false);
+            }
+            let f = self.frame.as_ref().expect("a frame is open");
+            let (block_max, independent, block_sums) = (f.block_max, f.independent, f.block_sums);
+            let at = self.at;
+            let raw_size = self.u32("block size")?;
             if raw_size == 0 {
-                p += 4;
-                break;
+                self.end_frame()?;
+                continue;
             }
             let stored_raw = raw_size & 0x8000_0000 != 0;
             let len = (raw_size & 0x7FFF_FFFF) as usize;
             if len > block_max {
-                return bad(
-                    p,
+                return self.bad(
+                    at,
                     format!("block of {len} bytes exceeds the frame's maximum {block_max}"),
                 );
             }
-            let Some(block) = data.get(p + 4..p + 4 + len) else {
-                return bad(p, "block truncated".into());
-            };
-            if block_sums {
-                let Some(c) = data.get(p + 4 + len..p + 8 + len) else {
-                    return bad(p + 4 + len, "block checksum truncated".into());
-                };
-                let stored = u32::from_le_bytes(c.try_into().unwrap());
-                let got = xxh32(block, 0);
-                if stored != got {
-                    return Err(Error::ChecksumMismatch {
-                        what: "LZ4 block",
-                        offset: p as u64,
-                        expected: u64::from(stored),
-                        got: u64::from(got),
-                    });
-                }
+            let mut block = std::mem::take(&mut self.block);
+            if block.len() < len && block.try_reserve(len - block.len()).is_err() {
+                return self.bad(at, format!("out of memory for a block of {len} bytes"));
             }
-            // LZ4 expands at most ~255-fold: room for what this block can decode to, not
-            // the frame's block maximum (4 MiB of zeroes per block made a frame of many
-            // tiny blocks cost seconds). Allocation sized by the input is fallible.
-            let room = if stored_raw {
-                len
-            } else {
-                block_max.min(len.saturating_mul(256).saturating_add(64))
-            };
-            if out.try_reserve(room).is_err() {
-                return bad(p, format!("out of memory for a block of up to {room} bytes"));
-            }
-            if stored_raw {
-                out.extend_from_slice(block);
-            } else {
-                let start = out.len();
-                out.resize(start + room, 0);
-                let (prev, dst) = out.split_at_mut(start);
-                let n = if independent {
-                    lz4_flex::block::decompress_into(block, dst)
-                } else {
-                    let dict = &prev[frame_start.max(start.saturating_sub(64 << 10))..];
-                    lz4_flex::block::decompress_into_with_dict(block, dst, dict)
-                };
-                match n {
-                    Ok(n) => out.truncate(start + n),
-                    Err(e) => return bad(p, format!("block does not decompress: {e}")),
-                }
-            }
-            p += 4 + len + if block_sums { 4 } else { 0 };
-        }
-        if has_size {
-            let size = u64::from_le_bytes(data[frame_at + 6..frame_at + 14].try_into().unwrap());
-            if size != (out.len() - frame_start) as u64 {
-                return bad(
-                    frame_at + 6,
-                    format!(
-                        "content size {size} does not match {} decoded bytes",
-                        out.len() - frame_start
-                    ),
-                );
+            block.resize(block.len().max(len), 0);
+            let r = self.block_into(&mut block[..len], at, block_sums);
+            let r = r.and_then(|()| self.decode_block(&block[..len], at, stored_raw, independent));
+            self.block = block;
+            r?;
+            if self.end > self.pos {
+                return Ok(true);
             }
         }
-        if content_sum {
-            let Some(c) = data.get(p..p + 4) else {
-                return bad(p, "content checksum truncated".into());
-            };
-            let stored = u32::from_le_bytes(c.try_into().unwrap());
-            let got = xxh32(&out[frame_start..], 0);
+    }
+
+    fn block_into(&mut self, block: &mut [u8], at: u64, block_sums: bool) -> Result<()> {
+        self.fill(block, "block", false)?;
+        if block_sums {
+            let stored = self.u32("block checksum")?;
+            let got = xxh32(block, 0);
             if stored != got {
                 return Err(Error::ChecksumMismatch {
-                    what: "LZ4 content",
-                    offset: p as u64,
+                    what: "LZ4 block",
+                    offset: at,
                     expected: u64::from(stored),
                     got: u64::from(got),
                 });
             }
-            p += 4;
         }
+        Ok(())
     }
-    Ok(out)
+
+    fn decode_block(&mut self, block: &[u8], at: u64, raw: bool, independent: bool) -> Result<()> {
+        let f = self.frame.as_ref().expect("a frame is open");
+        // Keep up to 64 KiB of history for linked blocks, at the front of `out`.
+        let keep = if independent { 0 } else { self.end.min(WINDOW) };
+        self.out.copy_within(self.end - keep..self.end, 0);
+        // LZ4 expands at most ~255-fold: room for what this block can decode to, not the
+        // frame's block maximum (4 MiB of zeroes per block made a frame of many tiny
+        // blocks cost seconds). Allocation sized by the input is fallible.
+        let room = if raw {
+            block.len()
+        } else {
+            f.block_max.min(block.len().saturating_mul(256).saturating_add(64))
+        };
+        let need = keep + room;
+        if self.out.len() < need {
+            if self.out.try_reserve(need - self.out.len()).is_err() {
+                return self.bad(at, format!("out of memory for a block of up to {room} bytes"));
+            }
+            self.out.resize(need, 0);
+        }
+        let n = if raw {
+            self.out[keep..keep + room].copy_from_slice(block);
+            room
+        } else {
+            let (dict, dst) = self.out.split_at_mut(keep);
+            let r = if independent {
+                lz4_flex::block::decompress_into(block, &mut dst[..room])
+            } else {
+                lz4_flex::block::decompress_into_with_dict(block, &mut dst[..room], dict)
+            };
+            match r {
+                Ok(n) => n,
+                Err(e) => return self.bad(at, format!("block does not decompress: {e}")),
+            }
+        };
+        self.pos = keep;
+        self.end = keep + n;
+        let f = self.frame.as_mut().expect("a frame is open");
+        f.decoded += n as u64;
+        if let Some(h) = f.content_sum.as_mut() {
+            h.update(&self.out[keep..keep + n]);
+        }
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> Result<()> {
+        let f = self.frame.take().expect("a frame is open");
+        if let Some(size) = f.content_size {
+            if size != f.decoded {
+                return self.bad(
+                    f.at + 6,
+                    format!("content size {size} does not match {} decoded bytes", f.decoded),
+                );
+            }
+        }
+        if let Some(h) = f.content_sum {
+            let at = self.at;
+            let stored = self.u32("content checksum")?;
+            let got = h.digest();
+            if stored != got {
+                return Err(Error::ChecksumMismatch {
+                    what: "LZ4 content",
+                    offset: at,
+                    expected: u64::from(stored),
+                    got: u64::from(got),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for FrameReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.end && !self.next_block().map_err(Error::into_read)? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.end - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

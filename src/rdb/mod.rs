@@ -1,5 +1,6 @@
-//! The RDB format: an I/O-free encoder that fills caller-provided chunks, and a reader
-//! that loads every encoding Redis ≥ 2.6 and Valkey write into a [`MemKeyspace`].
+//! The RDB format: an I/O-free encoder that fills caller-provided chunks, and a
+//! streaming reader that hands every encoding Redis ≥ 2.6 and Valkey write to a
+//! [`LoadVisitor`] ([`MemKeyspace`] is one).
 //!
 //! Byte-level facts live in `docs/FORMAT.md`.
 //!
@@ -11,6 +12,7 @@ pub mod listpack;
 pub mod lzf;
 pub mod num;
 pub mod reader;
+pub(crate) mod source;
 pub(crate) mod uniq;
 pub mod ziplist;
 
@@ -18,7 +20,10 @@ pub use encoder::{encode_with, ChunkSink, EncodeOptions, EncodeSummary, Encoder}
 /// Whole-keyspace encoders for the benches, tools and tests.
 #[cfg(any(test, feature = "internals"))]
 pub use encoder::{encode, encode_to_vec, VecSink};
-pub use reader::{load, load_file, LoadOptions, LoadReport};
+pub use reader::{
+    load, load_file, load_into, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadValue, LoadVisitor,
+    LoadZSet, VisitResult,
+};
 
 /// CRC-64/Jones as Redis computes it (the catalogue's CRC-64/REDIS), by `crc-fast`'s
 /// carry-less-multiply folding (PCLMULQDQ; a table fallback elsewhere). It replaced the

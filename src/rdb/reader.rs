@@ -1,24 +1,34 @@
-//! The RDB reader: loads a whole RDB (plain or in an LZ4 frame) into a [`MemKeyspace`].
+//! The RDB reader: streams an RDB (plain or in an LZ4 frame) from any `Read` and hands
+//! each key to a [`LoadVisitor`], the mirror image of [`Keyspace`](crate::Keyspace).
 //!
 //! **Invariants**
 //! - Never panics on any input; every error names the byte offset (in the RDB stream).
-//! - No allocation is sized by a length read from the input without first checking it
-//!   against the bytes remaining (or, for LZF, against the maximum LZF expansion).
+//! - Memory is bounded by the largest single item (a string, a listpack), never by a
+//!   count or size the file claims: collections stream element by element, every
+//!   allocation sized by the input is fallible, and a per-value limit (Redis's 512 MiB
+//!   bulk limit by default) refuses larger items.
 //! - The CRC-64 trailer is verified unless it is zero ("not computed").
+//! - A visitor sees exactly the values the file holds: an empty collection is skipped
+//!   and counted (as Redis does), a value the visitor does not read is still read and
+//!   validated, and a value it cannot be given (a stream, a hash with field TTLs, a
+//!   module value) is an error unless the caller asked to skip such values.
 
 use super::listpack::{self, Elem};
 use super::num::parse_score;
-use super::{intset, lzf, opcodes, types, ziplist, Crc64};
+use super::source::{format_i64, Source};
+use super::{intset, opcodes, types, ziplist};
 use crate::error::{Error, Result};
 use crate::frame;
-use crate::keyspace::{MemKeyspace, MemValue};
-use std::borrow::Cow;
-use std::path::Path;
+use crate::keyspace::DbInfo;
+use crate::keyspace::MemKeyspace;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// How to load.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Skip (and count) streams and module values instead of failing on them.
+    /// Skip (and count) the values forksnap cannot hand over (streams, module values,
+    /// hashes whose fields have TTLs) instead of failing on them.
     pub skip_unsupported: bool,
     /// The largest string (or compressed element) a file may hold, bytes: Redis's own
     /// bulk limit (`proto-max-bulk-len`), 512 MiB, by default.
@@ -34,29 +44,6 @@ impl Default for LoadOptions {
     }
 }
 
-/// One loaded key, as seen by an observer (the `inspect` tool).
-#[derive(Debug)]
-pub struct KeyInfo<'a> {
-    /// Its database.
-    pub db: u32,
-    /// The key.
-    pub key: &'a [u8],
-    /// The RDB type byte, which names the encoding.
-    pub type_code: u8,
-    /// Its expiry, unix milliseconds.
-    pub expire_ms: Option<i64>,
-    /// Bytes the entry takes in the file (expiry, type, key and value).
-    pub bytes: u64,
-    /// Elements (1 for strings); 0 for skipped values.
-    pub elements: u64,
-    /// Not loaded (a stream or module value, skipped on request).
-    pub skipped: bool,
-}
-
-/// Receives each loaded key: its value (`None` when skipped) and its [`KeyInfo`].
-/// Returning an error stops the load with a `Corrupt` error at that key.
-pub type KeySink<'s> = dyn FnMut(Option<MemValue>, &KeyInfo<'_>) -> Result<(), String> + 's;
-
 /// What a load found besides the keys.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
@@ -64,13 +51,15 @@ pub struct LoadReport {
     pub version: u32,
     /// `REDIS` or `VALKEY`.
     pub magic: &'static str,
+    /// Keys handed to the visitor.
+    pub keys: u64,
     /// The AUX fields, in file order.
     pub aux: Vec<(Vec<u8>, Vec<u8>)>,
-    /// FUNCTION2 libraries skipped.
-    pub functions_skipped: u64,
+    /// FUNCTION2 libraries (handed to [`LoadVisitor::function`]).
+    pub functions: u64,
     /// MODULE_AUX records skipped.
     pub module_aux_skipped: u64,
-    /// Stream and module values skipped (with `skip_unsupported`).
+    /// Values skipped on request ([`LoadOptions::skip_unsupported`]).
     pub values_skipped: u64,
     /// Collections with no element, skipped and counted as Redis does ("empty keys
     /// skipped"): no server keeps an empty collection.
@@ -85,284 +74,728 @@ pub struct LoadReport {
     pub rdb_bytes: u64,
 }
 
-/// Reads and loads a file.
-pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
-    let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    load(&data, opts)
+/// What a visitor returns: any error stops the load (it comes back as
+/// [`Error::Rejected`], naming the key and its offset).
+pub type VisitResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Receives a loading file, key by key: the mirror image of [`Keyspace`](crate::Keyspace).
+/// The server implements it over its own structures and builds them as the file
+/// streams by, without an intermediate copy; [`MemKeyspace`] is one implementation.
+///
+/// Calls come in file order: `aux` fields (usually first), `function` libraries, then
+/// for each database `begin_db` followed by its keys. Every borrowed slice is valid for
+/// the call only.
+///
+/// A damaged file may repeat a set member, a hash field or a key: Redis refuses such a
+/// file, so check as you insert (`HashSet::insert` returning false) and return an error.
+///
+/// ```
+/// use forksnap::{load_into, LoadOptions, LoadValue, LoadVisitor, VisitResult};
+/// use std::collections::{HashMap, HashSet};
+///
+/// #[derive(Default)]
+/// struct Store {
+///     strings: HashMap<Vec<u8>, Vec<u8>>,
+///     sets: HashMap<Vec<u8>, HashSet<Vec<u8>>>,
+/// }
+///
+/// impl LoadVisitor for Store {
+///     fn key(&mut self, _db: u32, key: &[u8], _expire: Option<i64>, value: LoadValue<'_>) -> VisitResult {
+///         match value {
+///             LoadValue::Str(s) => {
+///                 self.strings.insert(key.to_vec(), s.to_vec());
+///             }
+///             LoadValue::Set(members) => {
+///                 let mut set = HashSet::with_capacity(members.len_hint());
+///                 members.for_each(|m| match set.insert(m.to_vec()) {
+///                     true => Ok(()),
+///                     false => Err("duplicate set member".into()),
+///                 })?;
+///                 self.sets.insert(key.to_vec(), set);
+///             }
+///             other => return Err(format!("this store has no {}s", other.type_name()).into()),
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # let mut ks = forksnap::MemKeyspace::new();
+/// # ks.insert(0, "greeting", forksnap::MemValue::str("hello"), None);
+/// # ks.insert(0, "colours", forksnap::MemValue::set(["red", "blue"]).unwrap(), None);
+/// # let path = std::env::temp_dir().join(format!("visit-{}.rdb", std::process::id()));
+/// # forksnap::SnapshotOptions::new(&path).start(&ks)?.wait()?;
+/// let mut store = Store::default();
+/// let file = std::fs::File::open(&path)?;
+/// let report = load_into(file, &LoadOptions::default(), &mut store)?;
+/// assert_eq!(report.keys, 2);
+/// assert_eq!(store.sets[&b"colours"[..]].len(), 2);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait LoadVisitor {
+    /// A database begins: its index and, when the file has them (RESIZEDB), how many
+    /// keys and expiring keys it announces. A hint for reserving: a damaged file can lie.
+    fn begin_db(&mut self, db: DbInfo) -> VisitResult {
+        let _ = db;
+        Ok(())
+    }
+
+    /// One key, with its absolute expiry (unix ms) and a view of its value. A
+    /// collection's elements stream through the view's `for_each`; a value not read is
+    /// skipped (and still validated).
+    fn key(
+        &mut self,
+        db: u32,
+        key: &[u8],
+        expire_ms: Option<i64>,
+        value: LoadValue<'_>,
+    ) -> VisitResult;
+
+    /// An AUX field (`redis-ver`, `ctime`, `repl-id`, ...).
+    fn aux(&mut self, field: &[u8], value: &[u8]) -> VisitResult {
+        let _ = (field, value);
+        Ok(())
+    }
+
+    /// A function library (FUNCTION2: the library's code, as `FUNCTION LOAD` takes it).
+    fn function(&mut self, library: &[u8]) -> VisitResult {
+        let _ = library;
+        Ok(())
+    }
 }
 
-/// Loads an RDB held in memory (LZ4-framed input is decoded first).
-pub fn load(data: &[u8], opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
-    let mut ks = MemKeyspace::new();
-    let report = load_with(data, opts, &mut |value, info| {
-        let Some(v) = value else { return Ok(()) };
-        if ks
-            .db_mut(info.db)
-            .insert_if_absent(info.key, v, info.expire_ms)
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "duplicate key {:?} in database {}",
-                String::from_utf8_lossy(info.key),
-                info.db
-            ))
+/// A borrowed view of one loading value (see [`LoadVisitor::key`]).
+pub enum LoadValue<'v> {
+    /// A string (an integer-encoded one in its decimal form).
+    Str(&'v [u8]),
+    /// A list, in order.
+    List(LoadSeq<'v>),
+    /// A set.
+    Set(LoadSeq<'v>),
+    /// A sorted set.
+    ZSet(LoadZSet<'v>),
+    /// A hash.
+    Hash(LoadHash<'v>),
+}
+
+impl LoadValue<'_> {
+    /// The Redis type name (`string`, `list`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LoadValue::Str(_) => "string",
+            LoadValue::List(_) => "list",
+            LoadValue::Set(_) => "set",
+            LoadValue::ZSet(_) => "zset",
+            LoadValue::Hash(_) => "hash",
         }
-    })?;
+    }
+}
+
+type SeqFn<'f> = dyn FnMut(&[u8]) -> VisitResult + 'f;
+type ZSetFn<'f> = dyn FnMut(&[u8], f64) -> VisitResult + 'f;
+type HashFn<'f> = dyn FnMut(&[u8], &[u8]) -> VisitResult + 'f;
+
+/// What a drain hands each element to.
+enum Each<'f> {
+    Seq(&'f mut SeqFn<'f>),
+    ZSet(&'f mut ZSetFn<'f>),
+    Hash(&'f mut HashFn<'f>),
+}
+
+/// The reader's side of a collection view.
+trait Drain {
+    fn hint(&self) -> usize;
+    fn drain(&mut self, each: Each<'_>) -> Result<()>;
+}
+
+/// What a file announces is capped for reservations: a damaged file cannot make the
+/// visitor reserve more than this many elements up front.
+const HINT_CAP: u64 = 1 << 20;
+
+macro_rules! view {
+    ($(#[$m:meta])* $name:ident, $variant:ident, ($($arg:ident: $t:ty),*)) => {
+        $(#[$m])*
+        pub struct $name<'v>(&'v mut (dyn Drain + 'v));
+
+        impl $name<'_> {
+            /// The element count the file announces, capped at 2^20 (so that a damaged
+            /// file cannot make you reserve gigabytes); 0 when the encoding does not say.
+            pub fn len_hint(&self) -> usize {
+                self.0.hint()
+            }
+
+            /// Streams every element to `f`, in file order, consuming the view. An error
+            /// from `f` stops the load; an error in the file is returned (pass it on).
+            pub fn for_each(self, mut f: impl FnMut($($t),*) -> VisitResult) -> Result<()> {
+                self.0.drain(Each::$variant(&mut |$($arg: $t),*| f($($arg),*)))
+            }
+        }
+    };
+}
+
+view!(
+    /// A list's or a set's elements, streaming.
+    LoadSeq, Seq, (e: &[u8])
+);
+view!(
+    /// A sorted set's (member, score) pairs, streaming; scores are never NaN.
+    LoadZSet, ZSet, (m: &[u8], s: f64)
+);
+view!(
+    /// A hash's (field, value) pairs, streaming.
+    LoadHash, Hash, (f: &[u8], v: &[u8])
+);
+
+/// One key as the `inspect` tool sees it, after its value was read.
+#[derive(Debug)]
+pub struct KeyInfo<'a> {
+    /// Its database.
+    pub db: u32,
+    /// The key.
+    pub key: &'a [u8],
+    /// The RDB type byte, which names the encoding.
+    pub type_code: u8,
+    /// Its expiry, unix milliseconds.
+    pub expire_ms: Option<i64>,
+    /// Bytes the entry takes in the file (expiry, type, key and value).
+    pub bytes: u64,
+    /// Elements (1 for strings); 0 for skipped values.
+    pub elements: u64,
+    /// Not handed to the visitor (skipped on request, or empty).
+    pub skipped: bool,
+}
+
+/// Loads a file into a new [`MemKeyspace`], streaming it (memory: the keyspace, plus
+/// the largest single value).
+pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut ks = MemKeyspace::new();
+    let report = run(Box::new(f), path.into(), opts, &mut ks, None)?;
     Ok((ks, report))
 }
 
-/// Loads an RDB, calling `sink` for every key with its value and its [`KeyInfo`]
-/// (a skipped stream or module value comes as `None`).
-pub fn load_with(data: &[u8], opts: &LoadOptions, sink: &mut KeySink<'_>) -> Result<LoadReport> {
-    let decoded;
-    let (rdb, framed) = if frame::is_lz4_frame(data) {
-        decoded = frame::decode(data)?;
-        (&decoded[..], true)
+/// Loads an RDB held in memory into a new [`MemKeyspace`] (the tests and tools).
+pub fn load(data: &[u8], opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
+    let mut ks = MemKeyspace::new();
+    let report = run(Box::new(data), PathBuf::new(), opts, &mut ks, None)?;
+    Ok((ks, report))
+}
+
+/// Streams an RDB (plain, or in an LZ4 frame: detected from its first bytes) from
+/// `input` into `visitor`. Memory is a 256 KiB read buffer plus the largest single
+/// string or listpack, whatever the file's size; `input` is read in large pieces, so a
+/// `File` or a socket needs no `BufReader`.
+pub fn load_into(
+    input: impl Read,
+    opts: &LoadOptions,
+    visitor: &mut dyn LoadVisitor,
+) -> Result<LoadReport> {
+    run(Box::new(input), PathBuf::new(), opts, visitor, None)
+}
+
+/// [`load_into`], also telling `observe` about every key after its value was read
+/// (including skipped ones): the `inspect` tool.
+pub fn load_observed(
+    input: impl Read,
+    opts: &LoadOptions,
+    visitor: &mut dyn LoadVisitor,
+    observe: &mut dyn FnMut(&KeyInfo<'_>),
+) -> Result<LoadReport> {
+    run(Box::new(input), PathBuf::new(), opts, visitor, Some(observe))
+}
+
+fn run<'r>(
+    mut input: Box<dyn Read + 'r>,
+    name: PathBuf,
+    opts: &LoadOptions,
+    visitor: &mut dyn LoadVisitor,
+    observe: Option<&mut dyn FnMut(&KeyInfo<'_>)>,
+) -> Result<LoadReport> {
+    // Peek at the first four bytes for the LZ4 magic, then read them again.
+    let mut head = Vec::with_capacity(4);
+    (&mut input)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(|e| match Error::from_read(e) {
+            Error::Io { op, source, .. } => Error::Io {
+                op,
+                path: name.clone(),
+                offset: Some(0),
+                source,
+            },
+            other => other,
+        })?;
+    let framed = frame::is_lz4_frame(&head);
+    let chained = std::io::Cursor::new(head).chain(input);
+    let input: Box<dyn Read + 'r> = if framed {
+        Box::new(frame::FrameReader::new(chained))
     } else {
-        (data, false)
+        Box::new(chained)
     };
     let mut r = Reader {
-        b: rdb,
-        p: 0,
+        io: Io {
+            src: Source::new(input, name, opts.max_value_bytes),
+            blob: Vec::new(),
+            val: Vec::new(),
+            field: Vec::new(),
+        },
+        key: Vec::new(),
         opts,
         report: LoadReport {
             lz4_framed: framed,
-            rdb_bytes: rdb.len() as u64,
             ..LoadReport::default()
         },
     };
-    r.run(sink)?;
+    r.run(visitor, observe)?;
+    r.report.rdb_bytes = r.io.src.offset();
     Ok(r.report)
 }
 
-struct Reader<'a, 'o> {
-    b: &'a [u8],
-    p: usize,
+/// The input and the scratch buffers values are decoded into.
+struct Io<'r> {
+    src: Source<'r>,
+    /// The current listpack, ziplist, intset, zipmap or quicklist node.
+    blob: Vec<u8>,
+    /// A string decoded from LZF (or a value read beside a copied field).
+    val: Vec<u8>,
+    /// A field or member copied while its partner is read.
+    field: Vec<u8>,
+}
+
+impl Io<'_> {
+    /// Gives back scratch memory a large value took.
+    fn trim(&mut self) {
+        for v in [&mut self.blob, &mut self.val, &mut self.field] {
+            if v.capacity() > 1 << 20 {
+                *v = Vec::new();
+            }
+        }
+    }
+}
+
+struct Reader<'r, 'o> {
+    io: Io<'r>,
+    key: Vec<u8>,
     opts: &'o LoadOptions,
     report: LoadReport,
 }
 
-/// A length field: a plain length, or the marker of a specially encoded string.
-enum Len {
-    Plain(u64),
-    Special(u8),
+/// How a collection's elements are laid out in the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A count, then each element (or pair) as strings: `left` to go.
+    Plain,
+    /// Everything in `blob`: a listpack (`lp`) or a ziplist, elements in groups of
+    /// `stride` (1; 2 for pairs; 3 for a hash's field, value and TTL).
+    Blob { lp: bool, stride: u8 },
+    /// An intset in `blob`.
+    Intset,
+    /// A quicklist: `left` more nodes after the one in `blob`.
+    Quicklist { v2: bool, plain_node: bool },
+    /// Pairs already decoded into `owned` (zipmaps, hashes with field metadata).
+    Owned,
 }
 
-impl<'a> Reader<'a, '_> {
-    fn corrupt<T>(&self, at: usize, what: impl Into<String>) -> Result<T> {
-        Err(Error::corrupt(at, what))
-    }
+struct Cursor<'a, 'r> {
+    io: &'a mut Io<'r>,
+    ty: u8,
+    shape: Shape,
+    left: u64,
+    hint: u64,
+    owned: crate::keyspace::FieldValues,
+    /// Stream offset of the blob's data (for errors inside it).
+    blob_at: u64,
+    elements: u64,
+    drained: bool,
+    /// An error found while the visitor read the value (it may have swallowed it).
+    failed: Option<String>,
+}
 
-    fn remaining(&self) -> usize {
-        self.b.len() - self.p
-    }
+/// Stops a parser's callback with the visitor's error, which is kept aside.
+const STOPPED: &str = "\0stopped";
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        if n > self.remaining() {
-            return self.corrupt(
-                self.p,
-                format!(
-                    "{what}: needs {n} bytes, {} left (truncated file?)",
-                    self.remaining()
-                ),
-            );
-        }
-        let s = &self.b[self.p..self.p + n];
-        self.p += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        Ok(self
-            .take(N, what)?
-            .try_into()
-            .expect("take returned N bytes"))
-    }
-
-    fn len_field(&mut self, what: &str) -> Result<Len> {
-        let at = self.p;
-        let b = self.u8(what)?;
-        Ok(match b >> 6 {
-            0 => Len::Plain(u64::from(b & 0x3f)),
-            1 => Len::Plain((u64::from(b & 0x3f) << 8) | u64::from(self.u8(what)?)),
-            3 => Len::Special(b & 0x3f),
-            _ => match b {
-                0x80 => Len::Plain(u64::from(u32::from_be_bytes(self.fixed(what)?))),
-                0x81 => Len::Plain(u64::from_be_bytes(self.fixed(what)?)),
-                _ => return self.corrupt(at, format!("{what}: invalid length byte {b:#04x}")),
-            },
-        })
-    }
-
-    fn len(&mut self, what: &str) -> Result<u64> {
-        let at = self.p;
-        match self.len_field(what)? {
-            Len::Plain(n) => Ok(n),
-            Len::Special(_) => self.corrupt(
-                at,
-                format!("{what}: expected a length, found an encoded string"),
-            ),
+fn elem_bytes<'e>(e: &Elem<'e>, num: &'e mut [u8; 20]) -> &'e [u8] {
+    match *e {
+        Elem::Str(s) => s,
+        Elem::Int(v) => {
+            let k = format_i64(v, num);
+            &num[20 - k..]
         }
     }
+}
 
-    /// An empty vector with room for `n` items, or an error at `at` when the memory is
-    /// not there: an allocation sized by the input never aborts the process.
-    fn room<T>(&self, n: usize, at: usize, what: &str) -> Result<Vec<T>> {
-        let mut v = Vec::new();
-        if v.try_reserve_exact(n).is_err() {
-            return self.corrupt(
-                at,
-                format!(
-                    "{what}: out of memory for {n} items of {} bytes",
-                    std::mem::size_of::<T>()
-                ),
-            );
-        }
-        Ok(v)
+impl Drain for Cursor<'_, '_> {
+    fn hint(&self) -> usize {
+        self.hint.min(HINT_CAP) as usize
     }
 
-    /// Refuses a value longer than the per-value limit.
-    fn limit(&self, n: u64, at: usize, what: &str) -> Result<()> {
-        if n > self.opts.max_value_bytes {
-            return self.corrupt(
-                at,
-                format!(
-                    "{what}: {n} bytes exceed the per-value limit of {} (LoadOptions::max_value_bytes)",
-                    self.opts.max_value_bytes
-                ),
-            );
+    fn drain(&mut self, each: Each<'_>) -> Result<()> {
+        if self.drained {
+            return Err(Error::corrupt(0, "a value was read twice"));
         }
-        Ok(())
-    }
-
-    /// A count of items that each take at least `min_bytes`: checked against what is left.
-    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
-        let at = self.p;
-        let n = self.len(what)?;
-        if n > (self.remaining() / min_bytes.max(1)) as u64 {
-            return self.corrupt(
-                at,
-                format!(
-                    "{what}: count {n} exceeds what the {} remaining bytes can hold",
-                    self.remaining()
-                ),
-            );
+        self.drained = true;
+        let mut stopped = None;
+        let r = self.drain_inner(each, &mut stopped);
+        if let Some(e) = stopped {
+            let e = Error::Rejected {
+                offset: 0,
+                key: String::new(),
+                source: e,
+            };
+            self.failed = Some(e.to_string());
+            return Err(e);
         }
-        Ok(n as usize)
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
     }
+}
 
-    fn string(&mut self, what: &str) -> Result<Cow<'a, [u8]>> {
-        let at = self.p;
-        match self.len_field(what)? {
-            Len::Plain(n) => {
-                self.limit(n, at, what)?;
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
-                Ok(Cow::Borrowed(self.take(n, what)?))
-            }
-            Len::Special(0) => Ok(Cow::Owned((self.u8(what)? as i8).to_string().into_bytes())),
-            Len::Special(1) => Ok(Cow::Owned(
-                i16::from_le_bytes(self.fixed(what)?)
-                    .to_string()
-                    .into_bytes(),
-            )),
-            Len::Special(2) => Ok(Cow::Owned(
-                i32::from_le_bytes(self.fixed(what)?)
-                    .to_string()
-                    .into_bytes(),
-            )),
-            Len::Special(3) => {
-                let clen = self.len(what)?;
-                let ulen = self.len(what)?;
-                // One 3-byte LZF back reference expands to at most 264 bytes.
-                if ulen > clen.saturating_mul(90).saturating_add(32) {
-                    return self.corrupt(
-                        at,
-                        format!(
-                            "{what}: LZF length {ulen} impossible from {clen} compressed bytes"
-                        ),
-                    );
+type Stopped = Option<Box<dyn std::error::Error + Send + Sync>>;
+
+impl Cursor<'_, '_> {
+    fn drain_inner(&mut self, mut each: Each<'_>, stopped: &mut Stopped) -> Result<()> {
+        macro_rules! emit {
+            ($e:expr) => {
+                match $e {
+                    Ok(()) => self.elements += 1,
+                    Err(e) => {
+                        *stopped = Some(e);
+                        return Ok(());
+                    }
                 }
-                self.limit(ulen, at, what)?;
-                let src = self.take(usize::try_from(clen).unwrap_or(usize::MAX), what)?;
-                let mut out = self.room(ulen as usize, at, what)?;
-                out.resize(ulen as usize, 0);
-                let data_at = self.p - src.len();
-                lzf::decompress(src, &mut out)
-                    .map_err(|(off, m)| Error::corrupt(data_at + off, format!("{what}: {m}")))?;
-                Ok(Cow::Owned(out))
+            };
+        }
+        match self.shape {
+            Shape::Plain => {
+                let io = &mut *self.io;
+                while self.left > 0 {
+                    self.left -= 1;
+                    match &mut each {
+                        Each::Seq(f) => {
+                            let what = if self.ty == types::LIST {
+                                "list element"
+                            } else {
+                                "set member"
+                            };
+                            let s = io.src.string(what, &mut io.val)?;
+                            emit!(f(s));
+                        }
+                        Each::ZSet(f) => {
+                            io.src.string_into("sorted set member", &mut io.field)?;
+                            let s_at = io.src.offset();
+                            let s = if self.ty == types::ZSET_2 {
+                                f64::from_le_bytes(io.src.fixed("score")?)
+                            } else {
+                                ascii_score(&mut io.src)?
+                            };
+                            if s.is_nan() {
+                                return io.src.corrupt(s_at, "sorted set score is NaN");
+                            }
+                            emit!(f(&io.field, s));
+                        }
+                        Each::Hash(f) => {
+                            io.src.string_into("hash field", &mut io.field)?;
+                            let v = io.src.string("hash value", &mut io.val)?;
+                            emit!(f(&io.field, v));
+                        }
+                    }
+                }
+                Ok(())
             }
-            Len::Special(x) => self.corrupt(at, format!("{what}: unknown string encoding {x}")),
+            Shape::Owned => {
+                let Each::Hash(f) = &mut each else {
+                    unreachable!("owned pairs are hashes")
+                };
+                for (k, v) in std::mem::take(&mut self.owned) {
+                    emit!(f(&k, &v));
+                }
+                Ok(())
+            }
+            Shape::Intset => {
+                let Each::Seq(f) = &mut each else {
+                    unreachable!("an intset is a set")
+                };
+                let mut n = 0u64;
+                let mut num = [0; 20];
+                intset::parse(&self.io.blob, |x| {
+                    if stopped.is_none() {
+                        let k = format_i64(x, &mut num);
+                        match f(&num[20 - k..]) {
+                            Ok(()) => n += 1,
+                            Err(e) => *stopped = Some(e),
+                        }
+                    }
+                })
+                .map_err(|(o, m)| Error::Corrupt {
+                    offset: self.blob_at + o as u64,
+                    what: m,
+                })?;
+                self.elements += n;
+                Ok(())
+            }
+            Shape::Blob { lp, stride } => self.blob_elems(lp, stride, &mut each, stopped),
+            Shape::Quicklist { v2, plain_node } => {
+                let mut plain = plain_node;
+                loop {
+                    if plain {
+                        let Each::Seq(f) = &mut each else {
+                            unreachable!("a quicklist is a list")
+                        };
+                        emit!(f(&self.io.blob));
+                    } else {
+                        self.blob_elems(v2, 1, &mut each, stopped)?;
+                        if stopped.is_some() {
+                            return Ok(());
+                        }
+                    }
+                    if self.left == 0 {
+                        return Ok(());
+                    }
+                    self.left -= 1;
+                    plain = self.next_node(v2)?;
+                }
+            }
         }
     }
 
-    fn boxed(&mut self, what: &str) -> Result<Box<[u8]>> {
-        let at = self.p;
-        match self.string(what)? {
-            Cow::Owned(v) => Ok(v.into_boxed_slice()),
-            Cow::Borrowed(s) => {
-                let mut v = self.room(s.len(), at, what)?;
-                v.extend_from_slice(s);
-                Ok(v.into_boxed_slice())
+    /// Reads the next quicklist node into `blob`; true when it is a plain node.
+    fn next_node(&mut self, v2: bool) -> Result<bool> {
+        let io = &mut *self.io;
+        let mut plain = false;
+        if v2 {
+            let c_at = io.src.offset();
+            match io.src.len("quicklist container")? {
+                1 => plain = true,
+                2 => {}
+                c => return io.src.corrupt(c_at, format!("unknown quicklist container {c}")),
+            }
+        }
+        let what = if plain {
+            "quicklist plain node"
+        } else if v2 {
+            "quicklist listpack"
+        } else {
+            "quicklist ziplist"
+        };
+        self.blob_at = io.src.string_into(what, &mut io.blob)?.data_at;
+        Ok(plain)
+    }
+
+    /// Emits the elements of the listpack or ziplist in `blob`, in groups of `stride`.
+    fn blob_elems(
+        &mut self,
+        lp: bool,
+        stride: u8,
+        each: &mut Each<'_>,
+        stopped: &mut Stopped,
+    ) -> Result<()> {
+        let blob = &self.io.blob;
+        let mut group: [Elem<'_>; 3] = [Elem::Int(0); 3];
+        let mut i = 0usize;
+        let mut n = 0u64;
+        let mut bad_score = None;
+        let mut cb = |e| -> std::result::Result<(), (usize, String)> {
+            group[i] = e;
+            i += 1;
+            if i < stride as usize {
+                return Ok(());
+            }
+            i = 0;
+            let (mut n0, mut n1) = ([0u8; 20], [0u8; 20]);
+            let r = match each {
+                Each::Seq(f) => f(elem_bytes(&group[0], &mut n0)),
+                Each::Hash(f) => f(
+                    elem_bytes(&group[0], &mut n0),
+                    elem_bytes(&group[1], &mut n1),
+                ),
+                Each::ZSet(f) => {
+                    let score = match group[1] {
+                        Elem::Int(v) => Some(v as f64),
+                        Elem::Str(s) => parse_score(s).filter(|s| !s.is_nan()),
+                    };
+                    let Some(score) = score else {
+                        let mut t = [0u8; 20];
+                        bad_score = Some(String::from_utf8_lossy(elem_bytes(&group[1], &mut t)).into_owned());
+                        return Err((0, STOPPED.into()));
+                    };
+                    f(elem_bytes(&group[0], &mut n0), score)
+                }
+            };
+            match r {
+                Ok(()) => {
+                    n += 1;
+                    Ok(())
+                }
+                Err(e) => {
+                    *stopped = Some(e);
+                    Err((0, STOPPED.into()))
+                }
+            }
+        };
+        let r = if lp {
+            listpack::parse(blob, &mut cb)
+        } else {
+            ziplist::parse_ziplist(blob, &mut cb)
+        };
+        let partial = i;
+        self.elements += n;
+        if let Some(s) = bad_score {
+            return Err(Error::Corrupt {
+                offset: self.blob_at,
+                what: format!("bad sorted set score {s:?}"),
+            });
+        }
+        match r {
+            Err((_, m)) if m == STOPPED => Ok(()),
+            Err((o, m)) => Err(Error::Corrupt {
+                offset: self.blob_at + o as u64,
+                what: m,
+            }),
+            Ok(_) if partial != 0 => Err(Error::Corrupt {
+                offset: self.blob_at,
+                what: match stride {
+                    3 => "hash listpack with TTLs is not made of (field, value, TTL) triples",
+                    _ => "odd number of elements in a field/value encoding",
+                }
+                .into(),
+            }),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+fn ascii_score(src: &mut Source<'_>) -> Result<f64> {
+    let at = src.offset();
+    match src.u8("score length")? {
+        253 => Ok(f64::NAN),
+        254 => Ok(f64::INFINITY),
+        255 => Ok(f64::NEG_INFINITY),
+        n => {
+            let t = src.take(n as usize, "score")?;
+            match parse_score(t) {
+                Some(s) => Ok(s),
+                None => src.corrupt(at, "unparsable score text"),
             }
         }
     }
+}
 
-    fn run(&mut self, sink: &mut KeySink<'_>) -> Result<()> {
+/// The element count a listpack or ziplist header declares (`None`: unknown, ≥ 65535).
+fn declared(lp: bool, blob: &[u8]) -> Option<u64> {
+    let at = if lp { 4 } else { 8 };
+    let c = u16::from_le_bytes(blob.get(at..at + 2)?.try_into().ok()?);
+    (c != u16::MAX).then_some(u64::from(c))
+}
+
+/// Checks that a blob whose header declares no element is valid (and so empty): the
+/// intset (`lp` None), listpack or ziplist parsers compare what they find with the header.
+fn validate_empty(lp: Option<bool>, blob: &[u8], at: u64) -> Result<bool> {
+    let r = match lp {
+        None => intset::parse(blob, |_| {}).map(|_| ()),
+        Some(true) => listpack::parse(blob, |_| Ok(())).map(|_| ()),
+        Some(false) => ziplist::parse_ziplist(blob, |_| Ok(())).map(|_| ()),
+    };
+    r.map_err(|(o, m)| Error::Corrupt {
+        offset: at + o as u64,
+        what: m,
+    })?;
+    Ok(true)
+}
+
+/// Drains a cursor nobody read, with callbacks of its type that take nothing.
+fn drain_unread(c: &mut Cursor<'_, '_>) -> Result<()> {
+    match c.ty {
+        types::ZSET | types::ZSET_2 | types::ZSET_ZIPLIST | types::ZSET_LISTPACK => {
+            c.drain(Each::ZSet(&mut |_, _| Ok(())))
+        }
+        types::HASH
+        | types::HASH_ZIPLIST
+        | types::HASH_LISTPACK
+        | types::HASH_ZIPMAP
+        | types::HASH_METADATA
+        | types::HASH_METADATA_PRE_GA
+        | types::HASH_LISTPACK_EX
+        | types::HASH_LISTPACK_EX_PRE_GA => c.drain(Each::Hash(&mut |_, _| Ok(()))),
+        _ => c.drain(Each::Seq(&mut |_| Ok(()))),
+    }
+}
+
+impl Reader<'_, '_> {
+    fn corrupt<T>(&self, at: u64, what: impl Into<String>) -> Result<T> {
+        self.io.src.corrupt(at, what)
+    }
+
+    fn run(
+        &mut self,
+        visitor: &mut dyn LoadVisitor,
+        mut observe: Option<&mut dyn FnMut(&KeyInfo<'_>)>,
+    ) -> Result<()> {
         self.header()?;
-        let mut db: u32 = 0;
+        let mut db = DbInfo::default();
+        let mut begun: Option<u32> = None;
         loop {
-            let entry_at = self.p;
-            let op = self.u8("opcode")?;
+            let entry_at = self.io.src.offset();
+            let op = self.io.src.u8("opcode")?;
             let mut expire = None;
             let ty = match op {
                 opcodes::EOF => return self.trailer(entry_at),
                 opcodes::SELECTDB => {
-                    let at = self.p;
-                    let n = self.len("SELECTDB index")?;
+                    let at = self.io.src.offset();
+                    let n = self.io.src.len("SELECTDB index")?;
                     if n > 1 << 16 {
                         return self.corrupt(at, format!("database index {n} out of range"));
                     }
-                    db = n as u32;
+                    db = DbInfo {
+                        index: n as u32,
+                        keys: 0,
+                        expires: 0,
+                    };
+                    begun = None;
                     continue;
                 }
                 opcodes::RESIZEDB => {
-                    self.len("RESIZEDB size")?;
-                    self.len("RESIZEDB expires")?;
+                    db.keys = self.io.src.len("RESIZEDB size")?;
+                    db.expires = self.io.src.len("RESIZEDB expires")?;
                     continue;
                 }
                 opcodes::AUX => {
-                    let k = self.string("AUX key")?.into_owned();
-                    let v = self.string("AUX value")?.into_owned();
-                    self.report.aux.push((k, v));
+                    let io = &mut self.io;
+                    io.src.string_into("AUX key", &mut io.field)?;
+                    let v = io.src.string("AUX value", &mut io.val)?;
+                    self.report.aux.push((io.field.clone(), v.to_vec()));
+                    visitor
+                        .aux(&io.field, v)
+                        .map_err(|e| rejected(entry_at, b"(AUX field)", e))?;
                     continue;
                 }
                 opcodes::FUNCTION2 => {
-                    self.string("FUNCTION2 library")?;
-                    self.report.functions_skipped += 1;
+                    let io = &mut self.io;
+                    let code = io.src.string("FUNCTION2 library", &mut io.val)?;
+                    self.report.functions += 1;
+                    visitor
+                        .function(code)
+                        .map_err(|e| rejected(entry_at, b"(function library)", e))?;
                     continue;
                 }
                 opcodes::MODULE_AUX => {
-                    self.len("MODULE_AUX module id")?;
-                    self.len("MODULE_AUX when opcode")?;
-                    self.len("MODULE_AUX when")?;
+                    self.io.src.len("MODULE_AUX module id")?;
+                    self.io.src.len("MODULE_AUX when opcode")?;
+                    self.io.src.len("MODULE_AUX when")?;
                     self.skip_module_value()?;
                     self.report.module_aux_skipped += 1;
                     continue;
                 }
                 opcodes::SLOT_INFO => {
                     for _ in 0..3 {
-                        self.len("SLOT_INFO")?;
+                        self.io.src.len("SLOT_INFO")?;
                     }
                     continue;
                 }
                 opcodes::FUNCTION_PRE_GA => {
                     return Err(Error::Unsupported {
-                        offset: entry_at as u64,
+                        offset: entry_at,
                         what: "pre-release FUNCTION opcode (Redis 7.0 RC files)".into(),
                     })
                 }
@@ -370,95 +803,283 @@ impl<'a> Reader<'a, '_> {
                     // Per-key prefixes, in any order, then the type byte.
                     let mut op = op;
                     loop {
+                        let src = &mut self.io.src;
                         match op {
                             opcodes::EXPIRETIME_MS => {
-                                expire = Some(i64::from_le_bytes(self.fixed("expire time")?))
+                                expire = Some(i64::from_le_bytes(src.fixed("expire time")?))
                             }
                             opcodes::EXPIRETIME => {
                                 expire = Some(
-                                    i64::from(i32::from_le_bytes(self.fixed("expire time")?))
+                                    i64::from(i32::from_le_bytes(src.fixed("expire time")?))
                                         * 1000,
                                 )
                             }
                             opcodes::IDLE => {
-                                self.len("LRU idle")?;
+                                src.len("LRU idle")?;
                             }
                             opcodes::FREQ => {
-                                self.u8("LFU frequency")?;
+                                src.u8("LFU frequency")?;
                             }
                             _ => break op,
                         }
-                        op = self.u8("type")?;
+                        op = src.u8("type")?;
                     }
                 }
                 t => t,
             };
-            let key = self.string("key")?;
-            let value = self.value(ty, entry_at)?;
-            if value.as_ref().is_some_and(|v| v.is_empty()) {
-                self.report.empty_skipped += 1;
-                continue;
+            self.io.src.string_into("key", &mut self.key)?;
+            if begun != Some(db.index) {
+                visitor
+                    .begin_db(db)
+                    .map_err(|e| rejected(entry_at, b"(database)", e))?;
+                begun = Some(db.index);
             }
-            self.report.values_skipped += u64::from(value.is_none());
-            let info = KeyInfo {
-                db,
-                key: &key,
-                type_code: ty,
-                expire_ms: expire,
-                bytes: (self.p - entry_at) as u64,
-                elements: value.as_ref().map_or(0, |v| v.len() as u64),
-                skipped: value.is_none(),
-            };
-            sink(value, &info).map_err(|m| Error::corrupt(entry_at, m))?;
+            let seen = self.entry(visitor, db.index, ty, expire, entry_at)?;
+            if let (Some(obs), Some((elements, handed))) = (observe.as_deref_mut(), seen) {
+                obs(&KeyInfo {
+                    db: db.index,
+                    key: &self.key,
+                    type_code: ty,
+                    expire_ms: expire,
+                    bytes: self.io.src.offset() - entry_at,
+                    elements,
+                    skipped: !handed,
+                });
+            }
+            self.io.trim();
         }
     }
 
+    /// Reads one key's value and hands it to the visitor. Returns (elements, handed over),
+    /// or `None` for an empty collection (skipped: no server keeps one).
+    fn entry(
+        &mut self,
+        visitor: &mut dyn LoadVisitor,
+        db: u32,
+        ty: u8,
+        expire: Option<i64>,
+        entry_at: u64,
+    ) -> Result<Option<(u64, bool)>> {
+        let at = self.io.src.offset();
+        let key = &self.key[..];
+        let io = &mut self.io;
+        let mut blob_at = 0;
+        // Strings: no cursor.
+        if ty == types::STRING {
+            let s = io.src.string("string value", &mut io.val)?;
+            visitor
+                .key(db, key, expire, LoadValue::Str(s))
+                .map_err(|e| rejected(entry_at, key, e))?;
+            self.report.keys += 1;
+            return Ok(Some((1, true)));
+        }
+        let (shape, left, hint) = match ty {
+            types::LIST | types::SET | types::ZSET | types::ZSET_2 | types::HASH => {
+                let what = match ty {
+                    types::LIST => "list length",
+                    types::SET => "set size",
+                    types::HASH => "hash size",
+                    _ => "sorted set size",
+                };
+                let n = io.src.len(what)?;
+                (Shape::Plain, n, n)
+            }
+            types::SET_INTSET => {
+                blob_at = io.src.string_into("intset", &mut io.blob)?.data_at;
+                let n = io
+                    .blob
+                    .get(4..8)
+                    .map_or(0, |c| u32::from_le_bytes(c.try_into().expect("4 bytes")));
+                (Shape::Intset, 0, u64::from(n))
+            }
+            types::LIST_ZIPLIST
+            | types::SET_LISTPACK
+            | types::HASH_ZIPLIST
+            | types::HASH_LISTPACK
+            | types::ZSET_ZIPLIST
+            | types::ZSET_LISTPACK => {
+                let lp = !matches!(
+                    ty,
+                    types::LIST_ZIPLIST | types::HASH_ZIPLIST | types::ZSET_ZIPLIST
+                );
+                let what = match ty {
+                    types::LIST_ZIPLIST => "list ziplist",
+                    types::SET_LISTPACK => "set listpack",
+                    _ => "pairs",
+                };
+                blob_at = io.src.string_into(what, &mut io.blob)?.data_at;
+                let stride = if matches!(ty, types::LIST_ZIPLIST | types::SET_LISTPACK) {
+                    1
+                } else {
+                    2
+                };
+                let n = declared(lp, &io.blob);
+                (Shape::Blob { lp, stride }, 0, n.map_or(u64::MAX, |n| n / u64::from(stride)))
+            }
+            types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => {
+                let nodes = io.src.len("quicklist nodes")?;
+                (Shape::Quicklist { v2: ty == types::LIST_QUICKLIST_2, plain_node: false }, nodes, 0)
+            }
+            types::HASH_ZIPMAP => (Shape::Owned, 0, 0),
+            types::HASH_METADATA_PRE_GA
+            | types::HASH_METADATA
+            | types::HASH_LISTPACK_EX_PRE_GA
+            | types::HASH_LISTPACK_EX => (Shape::Owned, 0, 0),
+            types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
+                self.unsupported(entry_at, "stream")?;
+                self.skip_stream(ty)?;
+                self.report.values_skipped += 1;
+                return Ok(Some((0, false)));
+            }
+            types::MODULE_2 => {
+                self.unsupported(entry_at, "module value")?;
+                self.io.src.len("module id")?;
+                self.skip_module_value()?;
+                self.report.values_skipped += 1;
+                return Ok(Some((0, false)));
+            }
+            types::MODULE_PRE_GA => {
+                return Err(Error::Unsupported {
+                    offset: entry_at,
+                    what: "pre-release module value (type 6) cannot be read or skipped".into(),
+                })
+            }
+            t => return self.corrupt(entry_at, format!("unknown value type {t}")),
+        };
+        let mut c = Cursor {
+            io: &mut self.io,
+            ty,
+            shape,
+            left,
+            hint,
+            owned: Vec::new(),
+            blob_at,
+            elements: 0,
+            drained: false,
+            failed: None,
+        };
+        // Empty collections are skipped (and counted) before the visitor sees them; the
+        // encodings that do not say up front are looked into.
+        let empty = match shape {
+            Shape::Plain => left == 0,
+            Shape::Intset => hint == 0 && validate_empty(None, &c.io.blob, blob_at)?,
+            Shape::Blob { lp, .. } => {
+                declared(lp, &c.io.blob) == Some(0)
+                    && validate_empty(Some(lp), &c.io.blob, blob_at)?
+            }
+            Shape::Quicklist { v2, .. } => {
+                // Skip empty nodes up to the first that holds something.
+                let mut found = false;
+                while c.left > 0 {
+                    c.left -= 1;
+                    let plain = c.next_node(v2)?;
+                    if plain || declared(v2, &c.io.blob) != Some(0) {
+                        c.shape = Shape::Quicklist {
+                            v2,
+                            plain_node: plain,
+                        };
+                        found = true;
+                        break;
+                    }
+                    validate_empty(Some(v2), &c.io.blob, c.blob_at)?;
+                }
+                !found
+            }
+            Shape::Owned => {
+                let with_ttl = c.owned_pairs(ty, at)?;
+                if with_ttl > 0 {
+                    if !self.opts.skip_unsupported {
+                        return Err(field_ttls_error(entry_at, with_ttl));
+                    }
+                    self.report.values_skipped += 1;
+                    return Ok(Some((0, false)));
+                }
+                c.hint = c.owned.len() as u64;
+                c.owned.is_empty()
+            }
+        };
+        if empty {
+            self.report.empty_skipped += 1;
+            return Ok(None);
+        }
+        let value = match ty {
+            types::LIST | types::LIST_ZIPLIST | types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => {
+                LoadValue::List(LoadSeq(&mut c))
+            }
+            types::SET | types::SET_INTSET | types::SET_LISTPACK => LoadValue::Set(LoadSeq(&mut c)),
+            types::ZSET | types::ZSET_2 | types::ZSET_ZIPLIST | types::ZSET_LISTPACK => {
+                LoadValue::ZSet(LoadZSet(&mut c))
+            }
+            _ => LoadValue::Hash(LoadHash(&mut c)),
+        };
+        let r = visitor.key(db, key, expire, value);
+        if let Some(failed) = c.failed.take() {
+            // The visitor read a value that failed; whatever it returned, the load stops
+            // here with that error.
+            return Err(match r {
+                Err(e) => rejected(entry_at, key, e),
+                Ok(()) => Error::Corrupt {
+                    offset: entry_at,
+                    what: failed,
+                },
+            });
+        }
+        r.map_err(|e| rejected(entry_at, key, e))?;
+        if !c.drained {
+            drain_unread(&mut c)?;
+        }
+        self.report.keys += 1;
+        Ok(Some((c.elements, true)))
+    }
+
     fn header(&mut self) -> Result<()> {
-        let (magic, digits): (&'static str, usize) = if self.b.starts_with(b"REDIS") {
+        let src = &mut self.io.src;
+        let head: [u8; 5] = match src.fixed("magic") {
+            Ok(h) => h,
+            Err(_) => return src.corrupt(0, "not an RDB file (no REDIS or VALKEY magic)"),
+        };
+        let (magic, digits): (&'static str, usize) = if &head == b"REDIS" {
             ("REDIS", 4)
-        } else if self.b.starts_with(b"VALKEY") {
+        } else if &head == b"VALKE" && src.u8("magic").ok() == Some(b'Y') {
             ("VALKEY", 3)
         } else {
-            return self.corrupt(0, "not an RDB file (no REDIS or VALKEY magic)");
+            return src.corrupt(0, "not an RDB file (no REDIS or VALKEY magic)");
         };
-        self.p = magic.len();
-        let d = self.take(digits, "version")?;
+        let d = src.take(digits, "version")?;
         let version = std::str::from_utf8(d)
             .ok()
             .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
             .and_then(|s| s.parse::<u32>().ok());
+        let at = magic.len() as u64;
         let Some(version) = version else {
-            return self.corrupt(magic.len(), "RDB version is not a number");
+            return src.corrupt(at, "RDB version is not a number");
         };
         let ok = match magic {
             "REDIS" => (1..=12).contains(&version),
             _ => version == 80,
         };
         if !ok {
-            return self.corrupt(
-                magic.len(),
-                format!("cannot handle RDB format version {magic}{version}"),
-            );
+            return src.corrupt(at, format!("cannot handle RDB format version {magic}{version}"));
         }
         self.report.magic = magic;
         self.report.version = version;
         Ok(())
     }
 
-    fn trailer(&mut self, eof_at: usize) -> Result<()> {
+    fn trailer(&mut self, eof_at: u64) -> Result<()> {
         if self.report.magic == "REDIS" && self.report.version < 5 {
             return Ok(());
         }
-        let stored = u64::from_le_bytes(self.fixed("CRC-64 trailer")?);
+        let got = self.io.src.crc();
+        let stored = u64::from_le_bytes(self.io.src.fixed("CRC-64 trailer")?);
         self.report.crc = stored;
         if stored == 0 {
             return Ok(());
         }
-        let got = Crc64::checksum(&self.b[..=eof_at]);
         if got != stored {
             return Err(Error::ChecksumMismatch {
                 what: "RDB CRC-64",
-                offset: eof_at as u64 + 1,
+                offset: eof_at + 1,
                 expected: stored,
                 got,
             });
@@ -467,382 +1088,269 @@ impl<'a> Reader<'a, '_> {
         Ok(())
     }
 
-    /// Reads a value of type `ty`. `None` when it was skipped (stream, module).
-    fn value(&mut self, ty: u8, entry_at: usize) -> Result<Option<MemValue>> {
-        let at = self.p;
-        let v = match ty {
-            types::STRING => MemValue::Str(self.boxed("string value")?),
-            types::LIST => {
-                let n = self.count("list length", 1)?;
-                let mut v = self.room(n, at, "collection")?;
-                for _ in 0..n {
-                    v.push(self.boxed("list element")?);
-                }
-                MemValue::List(v)
-            }
-            types::SET => {
-                let n = self.count("set size", 1)?;
-                let mut v = self.room(n, at, "collection")?;
-                for _ in 0..n {
-                    v.push(self.boxed("set member")?);
-                }
-                self.unique(at, v.iter().map(|m| &m[..]), "set member")?;
-                MemValue::Set(v)
-            }
-            types::ZSET | types::ZSET_2 => {
-                let n = self.count("sorted set size", 2)?;
-                let mut v = self.room(n, at, "collection")?;
-                for _ in 0..n {
-                    let m = self.boxed("sorted set member")?;
-                    let s_at = self.p;
-                    let s = if ty == types::ZSET_2 {
-                        f64::from_le_bytes(self.fixed("score")?)
-                    } else {
-                        self.ascii_score()?
-                    };
-                    if s.is_nan() {
-                        return self.corrupt(s_at, "sorted set score is NaN");
-                    }
-                    v.push((m, s));
-                }
-                self.unique(at, v.iter().map(|(m, _)| &m[..]), "sorted set member")?;
-                MemValue::ZSet(v)
-            }
-            types::HASH => {
-                let n = self.count("hash size", 2)?;
-                let mut v = self.room(n, at, "collection")?;
-                for _ in 0..n {
-                    let f = self.boxed("hash field")?;
-                    let x = self.boxed("hash value")?;
-                    v.push((f, x));
-                }
-                self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
-                MemValue::Hash(v)
-            }
-            types::SET_INTSET => {
-                let blob = self.string("intset")?;
-                let data_at = self.p - blob.len();
-                let mut v = Vec::new();
-                intset::parse(&blob, |x| {
-                    v.push(x.to_string().into_bytes().into_boxed_slice())
-                })
-                .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
-                MemValue::Set(v)
-            }
-            types::LIST_ZIPLIST | types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => {
-                let mut v = Vec::new();
-                if ty == types::LIST_ZIPLIST {
-                    self.blob_elems("list ziplist", false, &mut |e| v.push(e))?;
-                } else {
-                    let n = self.count("quicklist nodes", 2)?;
-                    for _ in 0..n {
-                        if ty == types::LIST_QUICKLIST {
-                            self.blob_elems("quicklist ziplist", false, &mut |e| v.push(e))?;
-                            continue;
-                        }
-                        let c_at = self.p;
-                        match self.len("quicklist container")? {
-                            1 => v.push(self.boxed("quicklist plain node")?),
-                            2 => self.blob_elems("quicklist listpack", true, &mut |e| v.push(e))?,
-                            c => {
-                                return self
-                                    .corrupt(c_at, format!("unknown quicklist container {c}"))
-                            }
-                        }
-                    }
-                }
-                MemValue::List(v)
-            }
-            types::SET_LISTPACK => {
-                let mut v = Vec::new();
-                self.blob_elems("set listpack", true, &mut |e| v.push(e))?;
-                self.unique(at, v.iter().map(|m| &m[..]), "set member")?;
-                MemValue::Set(v)
-            }
-            types::HASH_ZIPLIST
-            | types::HASH_LISTPACK
-            | types::ZSET_ZIPLIST
-            | types::ZSET_LISTPACK => {
-                let lp = matches!(ty, types::HASH_LISTPACK | types::ZSET_LISTPACK);
-                let mut flat = Vec::new();
-                self.blob_elems("pairs", lp, &mut |e| flat.push(e))?;
-                if flat.len() % 2 != 0 {
-                    return self.corrupt(at, "odd number of elements in a field/value encoding");
-                }
-                let mut it = flat.into_iter();
-                if matches!(ty, types::HASH_ZIPLIST | types::HASH_LISTPACK) {
-                    let mut v = Vec::new();
-                    while let (Some(f), Some(x)) = (it.next(), it.next()) {
-                        v.push((f, x));
-                    }
-                    self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
-                    MemValue::Hash(v)
-                } else {
-                    let mut v = Vec::new();
-                    while let (Some(m), Some(s)) = (it.next(), it.next()) {
-                        match parse_score(&s) {
-                            Some(sc) if !sc.is_nan() => v.push((m, sc)),
-                            _ => {
-                                return self.corrupt(
-                                    at,
-                                    format!(
-                                        "bad sorted set score {:?}",
-                                        String::from_utf8_lossy(&s)
-                                    ),
-                                )
-                            }
-                        }
-                    }
-                    self.unique(at, v.iter().map(|(m, _)| &m[..]), "sorted set member")?;
-                    MemValue::ZSet(v)
-                }
-            }
-            types::HASH_ZIPMAP => {
-                let blob = self.string("zipmap")?;
-                let data_at = self.p - blob.len();
-                let mut v = Vec::new();
-                ziplist::parse_zipmap(&blob, |f, x| {
-                    v.push((f.into(), x.into()));
-                    Ok(())
-                })
-                .map_err(|(o, m)| Error::corrupt(data_at + o, m))?;
-                self.unique(
-                    at,
-                    v.iter().map(|(f, _): &(Box<[u8]>, Box<[u8]>)| &f[..]),
-                    "hash field",
-                )?;
-                MemValue::Hash(v)
-            }
-            types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
-                self.unsupported(entry_at, "stream")?;
-                self.skip_stream(ty)?;
-                return Ok(None);
-            }
-            types::MODULE_2 => {
-                self.unsupported(entry_at, "module value")?;
-                self.len("module id")?;
-                self.skip_module_value()?;
-                return Ok(None);
-            }
-            types::MODULE_PRE_GA => {
-                return Err(Error::Unsupported {
-                    offset: entry_at as u64,
-                    what: "pre-release module value (type 6) cannot be read or skipped".into(),
-                })
-            }
-            types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
-                // Redis 7.4 hashes with field expiry: [minExpire u64 LE (GA only)], count,
-                // then (TTL length, field, value); GA TTLs are minExpire-relative + 1.
-                if ty == types::HASH_METADATA {
-                    self.fixed::<8>("hash minExpire")?;
-                }
-                let n = self.count("hash size", 3)?;
-                let mut v = self.room(n, at, "collection")?;
-                let mut with_ttl = 0u64;
-                for _ in 0..n {
-                    // GA: expireAt = ttl + minExpire - 1; PRE_GA: absolute; 0: no TTL.
-                    with_ttl += u64::from(self.len("hash field TTL")? != 0);
-                    let f = self.boxed("hash field")?;
-                    let x = self.boxed("hash value")?;
-                    v.push((f, x));
-                }
-                return self.hash_with_ttls(at, entry_at, v, with_ttl);
-            }
-            types::HASH_LISTPACK_EX_PRE_GA | types::HASH_LISTPACK_EX => {
-                // [minExpire u64 LE (GA only)], a listpack of (field, value, expire ms or 0).
-                if ty == types::HASH_LISTPACK_EX {
-                    self.fixed::<8>("hash minExpire")?;
-                }
-                let mut flat = Vec::new();
-                self.blob_elems("hash listpack with TTLs", true, &mut |e| flat.push(e))?;
-                if flat.len() % 3 != 0 {
-                    return self.corrupt(
-                        at,
-                        "hash listpack with TTLs is not made of (field, value, TTL) triples",
-                    );
-                }
-                let mut v = self.room(flat.len() / 3, at, "collection")?;
-                let mut with_ttl = 0u64;
-                let mut it = flat.into_iter();
-                while let (Some(f), Some(x), Some(t)) = (it.next(), it.next(), it.next()) {
-                    match super::num::canonical_i64(&t) {
-                        Some(0) => {}
-                        Some(_) => with_ttl += 1,
-                        None => return self.corrupt(at, "hash field TTL is not an integer"),
-                    }
-                    v.push((f, x));
-                }
-                return self.hash_with_ttls(at, entry_at, v, with_ttl);
-            }
-            t => return self.corrupt(entry_at, format!("unknown value type {t}")),
-        };
-        Ok(Some(v))
-    }
-
-    /// A Redis 7.4 hash with field expiry: loaded when no field has a TTL; otherwise
-    /// refused, or skipped on request (field TTLs cannot be held, and are never dropped
-    /// silently).
-    fn hash_with_ttls(
-        &self,
-        at: usize,
-        entry_at: usize,
-        v: crate::keyspace::FieldValues,
-        with_ttl: u64,
-    ) -> Result<Option<MemValue>> {
-        self.unique(at, v.iter().map(|(f, _)| &f[..]), "hash field")?;
-        if with_ttl == 0 {
-            return Ok(Some(MemValue::Hash(v)));
-        }
-        if self.opts.skip_unsupported {
-            Ok(None)
-        } else {
-            Err(self.field_ttls_error(entry_at, with_ttl))
-        }
-    }
-
-    fn field_ttls_error(&self, at: usize, n: u64) -> Error {
-        Error::Unsupported {
-            offset: at as u64,
-            what: format!(
-                "hash with {n} field TTL(s) (Redis 7.4 hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
-            ),
-        }
-    }
-
-    fn unsupported(&self, at: usize, what: &str) -> Result<()> {
+    fn unsupported(&self, at: u64, what: &str) -> Result<()> {
         if self.opts.skip_unsupported {
             Ok(())
         } else {
             Err(Error::Unsupported {
-                offset: at as u64,
+                offset: at,
                 what: format!("{what} values cannot be loaded (ask to skip them)"),
             })
         }
     }
 
-    fn unique<'x>(
-        &self,
-        at: usize,
-        items: impl Iterator<Item = &'x [u8]>,
-        what: &str,
-    ) -> Result<()> {
-        match super::uniq::first_duplicate(items) {
-            Some(m) => self.corrupt(
-                at,
-                format!("duplicate {what} {:?}", String::from_utf8_lossy(m)),
-            ),
-            None => Ok(()),
-        }
-    }
-
-    fn ascii_score(&mut self) -> Result<f64> {
-        let at = self.p;
-        match self.u8("score length")? {
-            253 => Ok(f64::NAN),
-            254 => Ok(f64::INFINITY),
-            255 => Ok(f64::NEG_INFINITY),
-            n => {
-                let t = self.take(n as usize, "score")?;
-                parse_score(t).map_or_else(|| self.corrupt(at, "unparsable score text"), Ok)
-            }
-        }
-    }
-
-    /// Reads a string holding a listpack (`lp`) or ziplist, passing each element out.
-    fn blob_elems(&mut self, what: &str, lp: bool, f: &mut dyn FnMut(Box<[u8]>)) -> Result<()> {
-        let s_at = self.p;
-        let blob = self.string(what)?;
-        // Offsets inside an LZF-compressed blob have no place in the file: report the
-        // string's start for those.
-        let data_at = if matches!(blob, Cow::Borrowed(_)) {
-            self.p - blob.len()
-        } else {
-            s_at
-        };
-        let mut each = |e: Elem<'_>| {
-            f(match e {
-                Elem::Str(s) => s.into(),
-                Elem::Int(v) => v.to_string().into_bytes().into_boxed_slice(),
-            });
-            Ok(())
-        };
-        let r = if lp {
-            listpack::parse(&blob, &mut each)
-        } else {
-            ziplist::parse_ziplist(&blob, &mut each)
-        };
-        r.map(|_| ())
-            .map_err(|(o, m)| Error::corrupt(data_at + o, format!("{what}: {m}")))
+    fn skip_string(&mut self, what: &str) -> Result<()> {
+        let io = &mut self.io;
+        io.src.skip_string(what, &mut io.val)
     }
 
     fn skip_module_value(&mut self) -> Result<()> {
         loop {
-            let at = self.p;
-            match self.len("module opcode")? {
+            let at = self.io.src.offset();
+            match self.io.src.len("module opcode")? {
                 0 => return Ok(()),
                 1 | 2 => {
-                    self.len("module integer")?;
+                    self.io.src.len("module integer")?;
                 }
-                3 => {
-                    self.take(4, "module float")?;
-                }
-                4 => {
-                    self.take(8, "module double")?;
-                }
-                5 => {
-                    self.string("module string")?;
-                }
+                3 => self.io.src.skip(4, "module float")?,
+                4 => self.io.src.skip(8, "module double")?,
+                5 => self.skip_string("module string")?,
                 x => return self.corrupt(at, format!("unknown module opcode {x}")),
             }
         }
     }
 
     fn skip_stream(&mut self, ty: u8) -> Result<()> {
-        let nodes = self.count("stream nodes", 2)?;
+        let nodes = self.io.src.len("stream nodes")?;
         for _ in 0..nodes {
-            self.string("stream node key")?;
-            self.string("stream listpack")?;
+            self.skip_string("stream node key")?;
+            self.skip_string("stream listpack")?;
         }
-        let ids = if ty >= types::STREAM_LISTPACKS_2 {
-            8
-        } else {
-            3
-        };
+        let ids = if ty >= types::STREAM_LISTPACKS_2 { 8 } else { 3 };
         for _ in 0..ids {
-            self.len("stream metadata")?;
+            self.io.src.len("stream metadata")?;
         }
-        let groups = self.count("stream consumer groups", 3)?;
+        let groups = self.io.src.len("stream consumer groups")?;
         for _ in 0..groups {
-            self.string("consumer group name")?;
-            self.len("group last id")?;
-            self.len("group last id")?;
+            self.skip_string("consumer group name")?;
+            self.io.src.len("group last id")?;
+            self.io.src.len("group last id")?;
             if ty >= types::STREAM_LISTPACKS_2 {
-                self.len("group entries read")?;
+                self.io.src.len("group entries read")?;
             }
-            let pel = self.count("group PEL", 25)?;
+            let pel = self.io.src.len("group PEL")?;
             for _ in 0..pel {
-                self.take(16 + 8, "PEL entry")?;
-                self.len("PEL delivery count")?;
+                self.io.src.skip(16 + 8, "PEL entry")?;
+                self.io.src.len("PEL delivery count")?;
             }
-            let consumers = self.count("consumers", 10)?;
+            let consumers = self.io.src.len("consumers")?;
             for _ in 0..consumers {
-                self.string("consumer name")?;
-                self.take(8, "consumer seen time")?;
+                self.skip_string("consumer name")?;
+                self.io.src.skip(8, "consumer seen time")?;
                 if ty >= types::STREAM_LISTPACKS_3 {
-                    self.take(8, "consumer active time")?;
+                    self.io.src.skip(8, "consumer active time")?;
                 }
-                let n = self.count("consumer PEL", 16)?;
-                self.take(n * 16, "consumer PEL")?;
+                let n = self.io.src.len("consumer PEL")?;
+                for _ in 0..n {
+                    self.io.src.skip(16, "consumer PEL")?;
+                }
             }
         }
         Ok(())
     }
 }
 
+impl Cursor<'_, '_> {
+    /// Decodes a zipmap or a hash with field metadata into `owned`; returns how many
+    /// fields carry a TTL.
+    fn owned_pairs(&mut self, ty: u8, at: u64) -> Result<u64> {
+        let io = &mut *self.io;
+        let mut with_ttl = 0u64;
+        let mut v: crate::keyspace::FieldValues = Vec::new();
+        let boxed = |b: &[u8]| -> Result<Box<[u8]>> {
+            let mut x = Vec::new();
+            if x.try_reserve_exact(b.len()).is_err() {
+                return Err(Error::Corrupt {
+                    offset: at,
+                    what: format!("out of memory for {} bytes", b.len()),
+                });
+            }
+            x.extend_from_slice(b);
+            Ok(x.into_boxed_slice())
+        };
+        match ty {
+            types::HASH_ZIPMAP => {
+                let data_at = io.src.string_into("zipmap", &mut io.blob)?.data_at;
+                let mut err = None;
+                ziplist::parse_zipmap(&io.blob, |f, x| {
+                    match (boxed(f), boxed(x)) {
+                        (Ok(f), Ok(x)) => v.push((f, x)),
+                        (Err(e), _) | (_, Err(e)) => err = Some(e),
+                    }
+                    Ok(())
+                })
+                .map_err(|(o, m)| Error::Corrupt {
+                    offset: data_at + o as u64,
+                    what: m,
+                })?;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+            }
+            types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
+                // Redis 7.4 hashes with field expiry: [minExpire u64 LE (GA only)], count,
+                // then (TTL length, field, value); GA TTLs are minExpire-relative + 1.
+                if ty == types::HASH_METADATA {
+                    io.src.fixed::<8>("hash minExpire")?;
+                }
+                let n = io.src.len("hash size")?;
+                for _ in 0..n {
+                    // GA: expireAt = ttl + minExpire - 1; PRE_GA: absolute; 0: no TTL.
+                    with_ttl += u64::from(io.src.len("hash field TTL")? != 0);
+                    io.src.string_into("hash field", &mut io.field)?;
+                    let x = io.src.string("hash value", &mut io.val)?;
+                    let x = boxed(x)?;
+                    v.push((boxed(&io.field)?, x));
+                }
+            }
+            _ => {
+                // [minExpire u64 LE (GA only)], a listpack of (field, value, expire ms or 0).
+                if ty == types::HASH_LISTPACK_EX {
+                    io.src.fixed::<8>("hash minExpire")?;
+                }
+                self.blob_at = io
+                    .src
+                    .string_into("hash listpack with TTLs", &mut io.blob)?
+                    .data_at;
+                let mut flat: Vec<Box<[u8]>> = Vec::new();
+                listpack::parse(&io.blob, |e| {
+                    let mut n = [0; 20];
+                    flat.push(elem_bytes(&e, &mut n).into());
+                    Ok(())
+                })
+                .map_err(|(o, m)| Error::Corrupt {
+                    offset: self.blob_at + o as u64,
+                    what: format!("hash listpack with TTLs: {m}"),
+                })?;
+                if flat.len() % 3 != 0 {
+                    return Err(Error::Corrupt {
+                        offset: at,
+                        what: "hash listpack with TTLs is not made of (field, value, TTL) triples"
+                            .into(),
+                    });
+                }
+                let mut it = flat.into_iter();
+                while let (Some(f), Some(x), Some(t)) = (it.next(), it.next(), it.next()) {
+                    match super::num::canonical_i64(&t) {
+                        Some(0) => {}
+                        Some(_) => with_ttl += 1,
+                        None => {
+                            return Err(Error::Corrupt {
+                                offset: at,
+                                what: "hash field TTL is not an integer".into(),
+                            })
+                        }
+                    }
+                    v.push((f, x));
+                }
+            }
+        }
+        self.owned = v;
+        Ok(with_ttl)
+    }
+}
+
+fn field_ttls_error(at: u64, n: u64) -> Error {
+    Error::Unsupported {
+        offset: at,
+        what: format!(
+            "hash with {n} field TTL(s) (Redis 7.4 hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
+        ),
+    }
+}
+
+/// The visitor's error as the load's: a forksnap error it passed on is returned as
+/// is; its own becomes `Rejected`, naming the key.
+fn rejected(at: u64, key: &[u8], e: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => match *e {
+            Error::Rejected { source, .. } => Error::Rejected {
+                offset: at,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            },
+            e => e,
+        },
+        Err(source) => Error::Rejected {
+            offset: at,
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
+        },
+    }
+}
+
+/// Validates a file without keeping its values: counts keys per database and checks
+/// that no set member, hash field or sorted-set member repeats within a key (by 128-bit
+/// hashes: 16 bytes per element of the largest key). The `verify` tool.
+#[derive(Default)]
+pub struct Validator {
+    /// Keys per database.
+    pub per_db: std::collections::BTreeMap<u32, u64>,
+    hashes: Vec<u128>,
+}
+
+impl Validator {
+    fn check(&mut self, what: &str) -> VisitResult {
+        self.hashes.sort_unstable();
+        let dup = self.hashes.windows(2).any(|w| w[0] == w[1]);
+        self.hashes.clear();
+        if self.hashes.capacity() > 1 << 20 {
+            self.hashes = Vec::new();
+        }
+        if dup {
+            return Err(format!("duplicate {what}").into());
+        }
+        Ok(())
+    }
+}
+
+impl LoadVisitor for Validator {
+    fn key(&mut self, db: u32, _: &[u8], _: Option<i64>, value: LoadValue<'_>) -> VisitResult {
+        *self.per_db.entry(db).or_default() += 1;
+        let h = xxhash_rust::xxh3::xxh3_128;
+        match value {
+            LoadValue::Str(_) => Ok(()),
+            LoadValue::List(l) => Ok(l.for_each(|_| Ok(()))?),
+            LoadValue::Set(s) => {
+                s.for_each(|m| {
+                    self.hashes.push(h(m));
+                    Ok(())
+                })?;
+                self.check("set member")
+            }
+            LoadValue::ZSet(z) => {
+                z.for_each(|m, _| {
+                    self.hashes.push(h(m));
+                    Ok(())
+                })?;
+                self.check("sorted set member")
+            }
+            LoadValue::Hash(x) => {
+                x.for_each(|f, _| {
+                    self.hashes.push(h(f));
+                    Ok(())
+                })?;
+                self.check("hash field")
+            }
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyspace::MemValue;
     use crate::rdb::listpack::LpWriter;
+    use crate::rdb::Crc64;
 
     /// A file of version 12 with the given entries (type byte, key, value bytes).
     fn file(entries: &[(u8, &[u8], Vec<u8>)]) -> Vec<u8> {
