@@ -126,7 +126,8 @@ fn run(cli: Cli) -> Result<(), String> {
 
 /// Opens a file to stream from (loading never holds a whole file).
 fn open(path: &Path) -> Result<std::fs::File, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let len = f
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
@@ -369,12 +370,14 @@ fn convert(
             output.join("dump.rdb").display()
         ));
     }
-    let (ks, report) = forksnap::load_file(
-        input,
+    let mut ks = forksnap::MemKeyspace::new();
+    let report = load_into(
+        open(input)?,
         &LoadOptions {
             skip_unsupported: skip,
             ..Default::default()
         },
+        &mut ks,
     )
     .map_err(|e| match e {
         forksnap::Error::Unsupported { .. } => format!(

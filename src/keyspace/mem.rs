@@ -477,6 +477,91 @@ impl Keyspace for MemKeyspace {
     }
 }
 
+/// Room for one more element, or an error (not an abort) when the memory is not there:
+/// a collection's size comes from the file.
+#[inline]
+fn room<T>(v: &mut Vec<T>) -> crate::rdb::VisitResult {
+    if v.len() == v.capacity() && v.try_reserve(v.len().max(8)).is_err() {
+        return Err(format!(
+            "out of memory for a collection of {} elements of {} bytes",
+            v.len().saturating_mul(2),
+            std::mem::size_of::<T>()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Loading into a `MemKeyspace`: every value copied into a [`MemValue`]; a repeated key,
+/// set member, hash field or sorted-set member refuses the file, as Redis does.
+impl crate::rdb::LoadVisitor for MemKeyspace {
+    fn begin_db(&mut self, db: DbInfo) -> crate::rdb::VisitResult {
+        // A hint from the file: reserved up to 4M keys, so a damaged one cannot make the
+        // load reserve gigabytes.
+        self.db_mut(db.index)
+            .reserve(db.keys.min(1 << 22) as usize);
+        Ok(())
+    }
+
+    fn key(
+        &mut self,
+        db: u32,
+        key: &[u8],
+        expire_ms: Option<i64>,
+        value: crate::rdb::LoadValue<'_>,
+    ) -> crate::rdb::VisitResult {
+        use crate::rdb::LoadValue as L;
+        let boxed = |b: &[u8]| -> Box<[u8]> { b.into() };
+        let v = match value {
+            L::Str(s) => MemValue::Str(boxed(s)),
+            L::List(l) => {
+                let mut v = Vec::with_capacity(l.len_hint());
+                l.for_each(|e| {
+                    room(&mut v)?;
+                    v.push(boxed(e));
+                    Ok(())
+                })?;
+                MemValue::List(v)
+            }
+            L::Set(l) => {
+                let mut v = Vec::with_capacity(l.len_hint());
+                l.for_each(|e| {
+                    room(&mut v)?;
+                    v.push(boxed(e));
+                    Ok(())
+                })?;
+                check_unique(v.iter().map(|m| &m[..]))?;
+                MemValue::Set(v)
+            }
+            L::ZSet(z) => {
+                let mut v = Vec::with_capacity(z.len_hint());
+                z.for_each(|m, s| {
+                    room(&mut v)?;
+                    v.push((boxed(m), s));
+                    Ok(())
+                })?;
+                check_unique(v.iter().map(|(m, _)| &m[..]))?;
+                MemValue::ZSet(v)
+            }
+            L::Hash(h) => {
+                let mut v = Vec::with_capacity(h.len_hint());
+                h.for_each(|f, x| {
+                    room(&mut v)?;
+                    v.push((boxed(f), boxed(x)));
+                    Ok(())
+                })?;
+                check_unique(v.iter().map(|(f, _)| &f[..]))?;
+                MemValue::Hash(v)
+            }
+        };
+        if self.db_mut(db).insert_if_absent(key, v, expire_ms) {
+            Ok(())
+        } else {
+            Err(format!("duplicate key in database {db}").into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,71 +633,5 @@ mod tests {
         assert!(MemValue::hash([("f", "1"), ("f", "2")]).is_err());
         assert!(MemValue::zset([("m", f64::NAN)]).is_err());
         assert!(MemValue::zset([("m", f64::INFINITY)]).is_ok());
-    }
-}
-
-/// Loading into a `MemKeyspace`: every value copied into a [`MemValue`]; a repeated key,
-/// set member, hash field or sorted-set member refuses the file, as Redis does.
-impl crate::rdb::LoadVisitor for MemKeyspace {
-    fn begin_db(&mut self, db: DbInfo) -> crate::rdb::VisitResult {
-        // A hint from the file: reserved up to 4M keys, so a damaged one cannot make the
-        // load reserve gigabytes.
-        self.db_mut(db.index)
-            .reserve(db.keys.min(1 << 22) as usize);
-        Ok(())
-    }
-
-    fn key(
-        &mut self,
-        db: u32,
-        key: &[u8],
-        expire_ms: Option<i64>,
-        value: crate::rdb::LoadValue<'_>,
-    ) -> crate::rdb::VisitResult {
-        use crate::rdb::LoadValue as L;
-        let boxed = |b: &[u8]| -> Box<[u8]> { b.into() };
-        let v = match value {
-            L::Str(s) => MemValue::Str(boxed(s)),
-            L::List(l) => {
-                let mut v = Vec::with_capacity(l.len_hint());
-                l.for_each(|e| {
-                    v.push(boxed(e));
-                    Ok(())
-                })?;
-                MemValue::List(v)
-            }
-            L::Set(l) => {
-                let mut v = Vec::with_capacity(l.len_hint());
-                l.for_each(|e| {
-                    v.push(boxed(e));
-                    Ok(())
-                })?;
-                check_unique(v.iter().map(|m| &m[..]))?;
-                MemValue::Set(v)
-            }
-            L::ZSet(z) => {
-                let mut v = Vec::with_capacity(z.len_hint());
-                z.for_each(|m, s| {
-                    v.push((boxed(m), s));
-                    Ok(())
-                })?;
-                check_unique(v.iter().map(|(m, _)| &m[..]))?;
-                MemValue::ZSet(v)
-            }
-            L::Hash(h) => {
-                let mut v = Vec::with_capacity(h.len_hint());
-                h.for_each(|f, x| {
-                    v.push((boxed(f), boxed(x)));
-                    Ok(())
-                })?;
-                check_unique(v.iter().map(|(f, _)| &f[..]))?;
-                MemValue::Hash(v)
-            }
-        };
-        if self.db_mut(db).insert_if_absent(key, v, expire_ms) {
-            Ok(())
-        } else {
-            Err(format!("duplicate key in database {db}").into())
-        }
     }
 }

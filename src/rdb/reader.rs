@@ -1232,7 +1232,7 @@ impl Cursor<'_, '_> {
                     offset: self.blob_at + o as u64,
                     what: format!("hash listpack with TTLs: {m}"),
                 })?;
-                if flat.len() % 3 != 0 {
+                if !flat.len().is_multiple_of(3) {
                     return Err(Error::Corrupt {
                         offset: at,
                         what: "hash listpack with TTLs is not made of (field, value, TTL) triples"

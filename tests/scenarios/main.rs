@@ -23,3 +23,4 @@ mod redis_loads_snapshot;
 mod registered_buffers;
 mod second_start_is_already_running;
 mod skipped_values_are_counted;
+mod streaming_load;

@@ -3,7 +3,8 @@
 //! into "persistent").
 
 use crate::common::datasets::crafted_edge_rdb as crafted;
-use forksnap::{load, LoadOptions};
+use forksnap::rdb::load;
+use forksnap::LoadOptions;
 
 #[test]
 fn empty_collections_are_skipped_and_counted() {

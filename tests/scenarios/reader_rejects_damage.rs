@@ -25,7 +25,8 @@ fn offset_of(e: &Error) -> Option<u64> {
     match e {
         Error::Corrupt { offset, .. }
         | Error::ChecksumMismatch { offset, .. }
-        | Error::Unsupported { offset, .. } => Some(*offset),
+        | Error::Unsupported { offset, .. }
+        | Error::Rejected { offset, .. } => Some(*offset),
         _ => None,
     }
 }
