@@ -48,6 +48,14 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+    /// Load a file into memory (a MemKeyspace) and say how long it took and the peak RSS:
+    /// what a server loading it at start-up pays, at least.
+    Load {
+        file: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read any RDB (plain or LZ4-framed) and write it again; OUT is replaced only when complete.
     Convert {
         input: PathBuf,
@@ -102,6 +110,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Verify { file } => verify(&file),
         Cmd::Inspect { file, json, top } => inspect(&file, json, top),
+        Cmd::Load { file, json } => load_timed(&file, json),
         Cmd::Convert {
             input,
             output,
@@ -208,6 +217,53 @@ fn verify(file: &Path) -> Result<(), String> {
             file.display(),
             file.display()
         );
+    }
+    Ok(())
+}
+
+/// The process's peak resident set (VmHWM), bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn load_timed(file: &Path, json: bool) -> Result<(), String> {
+    let input = open(file)?;
+    let before = peak_rss();
+    let t = std::time::Instant::now();
+    let mut ks = forksnap::MemKeyspace::new();
+    let report = load_into(input, &LoadOptions::default(), &mut ks)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let secs = t.elapsed().as_secs_f64();
+    let peak = peak_rss();
+    let keys = ks.len() as u64;
+    let rate = keys as f64 / secs.max(1e-9);
+    if json {
+        out(&serde_json::json!({
+            "file": file.display().to_string(),
+            "keys": keys,
+            "seconds": secs,
+            "keys_per_second": rate,
+            "peak_rss_bytes": peak,
+            "peak_rss_before_bytes": before,
+            "rdb_bytes": report.rdb_bytes,
+            "lz4_framed": report.lz4_framed,
+        })
+        .to_string());
+    } else {
+        out(&format!(
+            "loaded {keys} keys from {} ({}) in {secs:.3} s: {:.0} keys/s, peak RSS {} MiB",
+            file.display(),
+            if report.lz4_framed { "LZ4 frame" } else { "plain RDB" },
+            rate,
+            peak >> 20
+        ));
     }
     Ok(())
 }
