@@ -182,6 +182,9 @@ fn verify(file: &Path) -> Result<(), String> {
         &mut check,
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
+    check
+        .finish()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let per_db = check.per_db;
     let dbs: Vec<String> = per_db.iter().map(|(d, n)| format!("db{d}={n}")).collect();
     let crc = if report.crc_checked {

@@ -1290,13 +1290,15 @@ fn rejected(at: u64, key: &[u8], e: Box<dyn std::error::Error + Send + Sync>) ->
 }
 
 /// Validates a file without keeping its values: counts keys per database and checks
-/// that no set member, hash field or sorted-set member repeats within a key (by 128-bit
-/// hashes: 16 bytes per element of the largest key). The `verify` tool.
+/// that no key repeats in a database and no set member, hash field or sorted-set member
+/// repeats within a key, by 128-bit hashes (16 bytes per key, and per element of the
+/// largest key). The `verify` tool; call [`Validator::finish`] after the load.
 #[derive(Default)]
 pub struct Validator {
     /// Keys per database.
     pub per_db: std::collections::BTreeMap<u32, u64>,
     hashes: Vec<u128>,
+    keys: Vec<(u32, u128)>,
 }
 
 impl Validator {
@@ -1312,12 +1314,25 @@ impl Validator {
         }
         Ok(())
     }
+
+    /// The check over all keys: an error naming the database where a key appears twice.
+    pub fn finish(&mut self) -> std::result::Result<(), String> {
+        self.keys.sort_unstable();
+        match self.keys.windows(2).find(|w| w[0] == w[1]) {
+            Some(w) => Err(format!(
+                "a key appears twice in database {} (Redis refuses such a file)",
+                w[0].0
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl LoadVisitor for Validator {
-    fn key(&mut self, db: u32, _: &[u8], _: Option<i64>, value: LoadValue<'_>) -> VisitResult {
+    fn key(&mut self, db: u32, key: &[u8], _: Option<i64>, value: LoadValue<'_>) -> VisitResult {
         *self.per_db.entry(db).or_default() += 1;
         let h = xxhash_rust::xxh3::xxh3_128;
+        self.keys.push((db, h(key)));
         match value {
             LoadValue::Str(_) => Ok(()),
             LoadValue::List(l) => Ok(l.for_each(|_| Ok(()))?),
@@ -1449,5 +1464,26 @@ mod tests {
                 "type {ty}: the key after must load"
             );
         }
+    }
+
+    #[test]
+    fn validator_finds_repeated_keys_and_members() {
+        let twice = file(&[
+            (types::STRING, b"k", s(b"1")),
+            (types::STRING, b"k", s(b"2")),
+        ]);
+        let mut v = Validator::default();
+        load_into(&twice[..], &LoadOptions::default(), &mut v).unwrap();
+        assert!(v.finish().unwrap_err().contains("a key appears twice in database 0"));
+        assert!(load(&twice, &LoadOptions::default()).is_err());
+
+        let members = [vec![2u8], s(b"a"), s(b"a")].concat();
+        let dup = file(&[(types::SET, b"s", members)]);
+        let e = load_into(&dup[..], &LoadOptions::default(), &mut Validator::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate set member") && e.contains("\"s\""), "{e}");
+        let e = load(&dup, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
     }
 }

@@ -1,10 +1,31 @@
 //! Any input: the reader never panics, never allocates past what the input can justify
 //! (a 1 MiB per-value limit here), and what it loads round-trips: encoded again by
-//! forksnap and loaded back, it is the same data (the oracle).
+//! forksnap and loaded back, it is the same data (the oracle). Read in small pieces
+//! (sizes taken from the input) the stream loads the same as in one piece, and the
+//! validating visitor (`verify`'s) agrees on whether the file is good.
 
 #![no_main]
 
-use forksnap::{load, LoadOptions, MemKeyspace, MemValue};
+use forksnap::rdb::load;
+use forksnap::rdb::reader::Validator;
+use forksnap::{load_into, LoadOptions, MemKeyspace, MemValue};
+use std::io::Read;
+
+/// Hands out the input in pieces of 1 to 16 bytes, sizes cycling from a seed.
+struct Pieces<'a> {
+    data: &'a [u8],
+    seed: u8,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        self.seed = self.seed.wrapping_mul(31).wrapping_add(7);
+        let n = out.len().min(self.data.len()).min(usize::from(self.seed % 16) + 1);
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
 use libfuzzer_sys::fuzz_target;
 
 /// A value with its unordered collections sorted, so that encodings that reorder
@@ -39,7 +60,22 @@ fuzz_target!(|data: &[u8]| {
         skip_unsupported: true,
         max_value_bytes: 1 << 20,
     };
-    if let Ok((ks, _)) = load(data, &opts) {
+    let whole = load(data, &opts);
+    let mut pieces = MemKeyspace::new();
+    let seed = data.first().copied().unwrap_or(0);
+    let streamed = load_into(Pieces { data, seed }, &opts, &mut pieces);
+    assert_eq!(
+        whole.as_ref().map(|(_, r)| r.keys).map_err(|e| e.to_string()),
+        streamed.as_ref().map(|r| r.keys).map_err(|e| e.to_string()),
+        "in pieces and whole disagree"
+    );
+    let mut v = Validator::default();
+    let checked = load_into(data, &opts, &mut v)
+        .map_err(|e| e.to_string())
+        .and_then(|_| v.finish());
+    assert_eq!(whole.is_ok(), checked.is_ok(), "Validator and MemKeyspace disagree: {checked:?}");
+    if let Ok((ks, _)) = whole {
+        same(&ks, &pieces);
         let (bytes, _) = forksnap::rdb::encode_to_vec(&ks, &Default::default())
             .expect("a loaded keyspace encodes");
         let (back, _) = load(&bytes, &LoadOptions::default()).expect("our own file loads");
