@@ -263,7 +263,11 @@ fn load_timed(file: &Path, json: bool) -> Result<(), String> {
         out(&format!(
             "loaded {keys} keys from {} ({}) in {secs:.3} s: {:.0} keys/s, peak RSS {} MiB",
             file.display(),
-            if report.lz4_framed { "LZ4 frame" } else { "plain RDB" },
+            if report.lz4_framed {
+                "LZ4 frame"
+            } else {
+                "plain RDB"
+            },
             rate,
             peak >> 20
         ));
