@@ -2,7 +2,7 @@
 //! The exit-code and output contract is relied on by scripts: see README.md.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use forksnap::rdb::reader::{load_observed, KeyInfo, Validator};
+use forksnap::rdb::reader::{load_observed, repeated_key, KeyInfo, Validator};
 use forksnap::rdb::{load_into, types, LoadOptions, LoadValue, LoadVisitor, VisitResult};
 use forksnap::{BackendKind, Format, SnapshotOptions};
 use std::collections::BTreeMap;
@@ -182,9 +182,25 @@ fn verify(file: &Path) -> Result<(), String> {
         &mut check,
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
-    check
-        .finish()
+    let suspects = check.finish();
+    if !suspects.is_empty() {
+        let again = repeated_key(
+            open(file)?,
+            &LoadOptions {
+                skip_unsupported: true,
+                ..Default::default()
+            },
+            &suspects,
+        )
         .map_err(|e| format!("{}: {e}", file.display()))?;
+        if let Some((db, key)) = again {
+            return Err(format!(
+                "{}: key {:?} appears twice in database {db} (Redis refuses such a file)",
+                file.display(),
+                String::from_utf8_lossy(&key)
+            ));
+        }
+    }
     let per_db = check.per_db;
     let dbs: Vec<String> = per_db.iter().map(|(d, n)| format!("db{d}={n}")).collect();
     let crc = if report.crc_checked {

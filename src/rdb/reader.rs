@@ -1290,15 +1290,22 @@ fn rejected(at: u64, key: &[u8], e: Box<dyn std::error::Error + Send + Sync>) ->
 }
 
 /// Validates a file without keeping its values: counts keys per database and checks
-/// that no key repeats in a database and no set member, hash field or sorted-set member
-/// repeats within a key, by 128-bit hashes (16 bytes per key, and per element of the
-/// largest key). The `verify` tool; call [`Validator::finish`] after the load.
+/// that no set member, hash field or sorted-set member repeats within a key (by 128-bit
+/// hashes, 16 bytes per element of the largest key) and that no key repeats in a
+/// database (by a 64-bit hash per key, 8 bytes each; [`Validator::finish`] returns the
+/// hashes seen twice, which [`repeated_key`] confirms byte for byte in a second pass, so
+/// a hash collision is never reported). The `verify` tool.
 #[derive(Default)]
 pub struct Validator {
     /// Keys per database.
     pub per_db: std::collections::BTreeMap<u32, u64>,
     hashes: Vec<u128>,
-    keys: Vec<(u32, u128)>,
+    keys: Vec<u64>,
+}
+
+/// A key's hash for [`Validator`]: seeded by its database.
+fn key_hash(db: u32, key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(db))
 }
 
 impl Validator {
@@ -1315,24 +1322,61 @@ impl Validator {
         Ok(())
     }
 
-    /// The check over all keys: an error naming the database where a key appears twice.
-    pub fn finish(&mut self) -> std::result::Result<(), String> {
+    /// After the load: the key hashes seen more than once (empty: every key is distinct).
+    pub fn finish(&mut self) -> Vec<u64> {
         self.keys.sort_unstable();
-        match self.keys.windows(2).find(|w| w[0] == w[1]) {
-            Some(w) => Err(format!(
-                "a key appears twice in database {} (Redis refuses such a file)",
-                w[0].0
-            )),
-            None => Ok(()),
+        let mut twice: Vec<u64> = self
+            .keys
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        twice.dedup();
+        self.keys = Vec::new();
+        twice
+    }
+}
+
+/// The second pass behind [`Validator::finish`]: reads the file again and returns the
+/// first key (with its database) that really appears twice among those whose hash is in
+/// `suspects`.
+pub fn repeated_key(
+    input: impl Read,
+    opts: &LoadOptions,
+    suspects: &[u64],
+) -> Result<Option<(u32, Vec<u8>)>> {
+    struct Confirm<'s> {
+        suspects: std::collections::HashSet<u64>,
+        seen: std::collections::HashSet<(u32, Vec<u8>)>,
+        found: Option<(u32, Vec<u8>)>,
+        _s: std::marker::PhantomData<&'s ()>,
+    }
+    impl LoadVisitor for Confirm<'_> {
+        fn key(&mut self, db: u32, key: &[u8], _: Option<i64>, _: LoadValue<'_>) -> VisitResult {
+            if self.found.is_none()
+                && self.suspects.contains(&key_hash(db, key))
+                && !self.seen.insert((db, key.to_vec()))
+            {
+                self.found = Some((db, key.to_vec()));
+            }
+            Ok(())
         }
     }
+    let mut c = Confirm {
+        suspects: suspects.iter().copied().collect(),
+        seen: Default::default(),
+        found: None,
+        _s: std::marker::PhantomData,
+    };
+    load_into(input, opts, &mut c)?;
+    Ok(c.found)
 }
 
 impl LoadVisitor for Validator {
     fn key(&mut self, db: u32, key: &[u8], _: Option<i64>, value: LoadValue<'_>) -> VisitResult {
         *self.per_db.entry(db).or_default() += 1;
         let h = xxhash_rust::xxh3::xxh3_128;
-        self.keys.push((db, h(key)));
+        self.keys.push(key_hash(db, key));
         match value {
             LoadValue::Str(_) => Ok(()),
             LoadValue::List(l) => Ok(l.for_each(|_| Ok(()))?),
@@ -1474,7 +1518,16 @@ mod tests {
         ]);
         let mut v = Validator::default();
         load_into(&twice[..], &LoadOptions::default(), &mut v).unwrap();
-        assert!(v.finish().unwrap_err().contains("a key appears twice in database 0"));
+        let suspects = v.finish();
+        assert_eq!(suspects.len(), 1);
+        let found = repeated_key(&twice[..], &LoadOptions::default(), &suspects).unwrap();
+        assert_eq!(found, Some((0, b"k".to_vec())));
+        // A suspect that is only a hash (another key's) confirms nothing.
+        let once = file(&[(types::STRING, b"k", s(b"1"))]);
+        assert_eq!(
+            repeated_key(&once[..], &LoadOptions::default(), &suspects).unwrap(),
+            None
+        );
         assert!(load(&twice, &LoadOptions::default()).is_err());
 
         let members = [vec![2u8], s(b"a"), s(b"a")].concat();

@@ -7,7 +7,7 @@
 #![no_main]
 
 use forksnap::rdb::load;
-use forksnap::rdb::reader::Validator;
+use forksnap::rdb::reader::{repeated_key, Validator};
 use forksnap::{load_into, LoadOptions, MemKeyspace, MemValue};
 use std::io::Read;
 
@@ -70,9 +70,13 @@ fuzz_target!(|data: &[u8]| {
         "in pieces and whole disagree"
     );
     let mut v = Validator::default();
-    let checked = load_into(data, &opts, &mut v)
-        .map_err(|e| e.to_string())
-        .and_then(|_| v.finish());
+    let checked = load_into(data, &opts, &mut v).map_err(|e| e.to_string()).and_then(|_| {
+        let suspects = v.finish();
+        match repeated_key(data, &opts, &suspects).map_err(|e| e.to_string())? {
+            Some((db, key)) => Err(format!("key {key:?} twice in db {db}")),
+            None => Ok(()),
+        }
+    });
     assert_eq!(whole.is_ok(), checked.is_ok(), "Validator and MemKeyspace disagree: {checked:?}");
     if let Ok((ks, _)) = whole {
         same(&ks, &pieces);
