@@ -549,14 +549,14 @@ fn room<T>(v: &mut Vec<T>) -> crate::rdb::VisitResult {
 /// set member, hash field or sorted-set member refuses the file, as Redis does.
 impl crate::rdb::LoadVisitor for MemKeyspace {
     fn begin_db(&mut self, db: DbInfo) -> crate::rdb::VisitResult {
-        // The file's hint is believed only as far as the keys loaded justify: 64K keys
+        // The file's hint is believed only as far as the keys loaded justify: 1024 keys
         // up front, then (in `key`) growth to at most four times the keys loaded, up to
         // the hint, so a damaged file cannot make the load reserve gigabytes, and a true
         // hint still saves most rehashing (10M keys: 7.8-8.7 s to load, against 9.8-10.5 s
         // growing by doubling from 64K).
         let d = self.db_mut(db.index);
         d.load_hint = db.keys;
-        d.reserve(db.keys.min(1 << 16) as usize);
+        d.reserve(db.keys.min(1 << 10) as usize);
         Ok(())
     }
 

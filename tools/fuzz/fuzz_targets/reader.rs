@@ -11,7 +11,8 @@ use forksnap::rdb::reader::{repeated_key, Validator};
 use forksnap::{load_into, LoadOptions, MemKeyspace, MemValue};
 use std::io::Read;
 
-/// Hands out the input in pieces of 1 to 16 bytes, sizes cycling from a seed.
+/// Hands out the input in pieces of 1 to 4096 bytes (powers of two), sizes cycling from a
+/// seed.
 struct Pieces<'a> {
     data: &'a [u8],
     seed: u8,
@@ -20,7 +21,7 @@ struct Pieces<'a> {
 impl Read for Pieces<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         self.seed = self.seed.wrapping_mul(31).wrapping_add(7);
-        let n = out.len().min(self.data.len()).min(usize::from(self.seed % 16) + 1);
+        let n = out.len().min(self.data.len()).min(1 << (self.seed % 13));
         out[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Ok(n)
