@@ -143,6 +143,7 @@ impl Framer {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Decodes every frame in `data` into the raw bytes, verifying the header, block and
 /// content checksums. Errors name the byte offset in the framed input. (The tools and
 /// tests; loading streams through [`FrameReader`] instead.)

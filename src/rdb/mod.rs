@@ -20,8 +20,10 @@ pub use encoder::{encode_with, ChunkSink, EncodeOptions, EncodeSummary, Encoder}
 /// Whole-keyspace encoders for the benches, tools and tests.
 #[cfg(any(test, feature = "internals"))]
 pub use encoder::{encode, encode_to_vec, VecSink};
+#[cfg(any(test, feature = "internals"))]
+pub use reader::load;
 pub use reader::{
-    load, load_file, load_into, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadValue, LoadVisitor,
+    load_file, load_into, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadValue, LoadVisitor,
     LoadZSet, VisitResult,
 };
 

@@ -246,8 +246,10 @@ view!(
     LoadHash, Hash, (f: &[u8], v: &[u8])
 );
 
-/// One key as the `inspect` tool sees it, after its value was read.
+/// One key as the `inspect` tool sees it, after its value was read (read only through
+/// `load_observed`, a tool's API).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub struct KeyInfo<'a> {
     /// Its database.
     pub db: u32,
@@ -274,6 +276,7 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(MemKeyspace, LoadRe
     Ok((ks, report))
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Loads an RDB held in memory into a new [`MemKeyspace`] (the tests and tools).
 pub fn load(data: &[u8], opts: &LoadOptions) -> Result<(MemKeyspace, LoadReport)> {
     let mut ks = MemKeyspace::new();
@@ -293,6 +296,7 @@ pub fn load_into(
     run(Box::new(input), PathBuf::new(), opts, visitor, None)
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// [`load_into`], also telling `observe` about every key after its value was read
 /// (including skipped ones): the `inspect` tool.
 pub fn load_observed(
@@ -1289,6 +1293,7 @@ fn rejected(at: u64, key: &[u8], e: Box<dyn std::error::Error + Send + Sync>) ->
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Validates a file without keeping its values: counts keys per database and checks
 /// that no set member, hash field or sorted-set member repeats within a key (by 128-bit
 /// hashes, 16 bytes per element of the largest key) and that no key repeats in a
@@ -1303,11 +1308,13 @@ pub struct Validator {
     keys: Vec<u64>,
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// A key's hash for [`Validator`]: seeded by its database.
 fn key_hash(db: u32, key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(db))
 }
 
+#[cfg(any(test, feature = "internals"))]
 impl Validator {
     fn check(&mut self, what: &str) -> VisitResult {
         self.hashes.sort_unstable();
@@ -1337,6 +1344,7 @@ impl Validator {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The second pass behind [`Validator::finish`]: reads the file again and returns the
 /// first key (with its database) that really appears twice among those whose hash is in
 /// `suspects`.
@@ -1372,6 +1380,7 @@ pub fn repeated_key(
     Ok(c.found)
 }
 
+#[cfg(any(test, feature = "internals"))]
 impl LoadVisitor for Validator {
     fn key(&mut self, db: u32, key: &[u8], _: Option<i64>, value: LoadValue<'_>) -> VisitResult {
         *self.per_db.entry(db).or_default() += 1;
