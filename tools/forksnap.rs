@@ -73,9 +73,12 @@ enum Cmd {
         /// Write backend (auto: io_uring, falling back to pwrite).
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Open the output with O_DIRECT.
-        #[arg(long)]
+        /// Require O_DIRECT (default: O_DIRECT where the file system accepts it).
+        #[arg(long, conflicts_with = "no_direct")]
         direct: bool,
+        /// Never O_DIRECT: buffered writes through the page cache.
+        #[arg(long)]
+        no_direct: bool,
     },
 }
 
@@ -120,6 +123,7 @@ fn run(cli: Cli) -> Result<(), String> {
             no_fork,
             backend,
             direct,
+            no_direct,
         } => convert(
             &input,
             &output,
@@ -128,7 +132,8 @@ fn run(cli: Cli) -> Result<(), String> {
             skip_unsupported,
             !no_fork,
             backend,
-            direct,
+            // --direct requires it, --no-direct refuses it, neither: the library's default.
+            (direct || no_direct).then_some(direct),
         ),
     }
 }
@@ -440,7 +445,7 @@ fn convert(
     skip: bool,
     fork: bool,
     backend: Backend,
-    direct: bool,
+    direct: Option<bool>,
 ) -> Result<(), String> {
     if output.is_dir() {
         return Err(format!(
@@ -473,12 +478,15 @@ fn convert(
             Format::Rdb
         })
         .lzf(matches!(compression, Compression::Lzf))
-        .direct(direct)
         .backend(match backend {
             Backend::Auto => BackendKind::Auto,
             Backend::Uring => BackendKind::Uring,
             Backend::Pwrite => BackendKind::Pwrite,
         });
+    let opts = match direct {
+        Some(on) => opts.direct(on),
+        None => opts,
+    };
     let r = if fork {
         opts.start(&ks).and_then(|r| r.wait())
     } else {

@@ -92,9 +92,9 @@ pub struct SnapshotOptions {
 }
 
 impl SnapshotOptions {
-    /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, `BackendKind::Auto`
-    /// (pwrite for buffered writes, io_uring with O_DIRECT), 4 writes in flight, writeback
-    /// paced every 4 MiB, no CoW budget, child at `SCHED_BATCH`, a 60 s stall timeout.
+    /// Defaults: plain RDB version 11 with LZF, 1 MiB chunks, O_DIRECT where the file
+    /// system accepts it with `BackendKind::Auto` (io_uring with O_DIRECT, pwrite for
+    /// buffered writes), 4 writes in flight, writeback paced every 4 MiB (buffered only), no CoW budget, child at `SCHED_BATCH`, a 60 s stall timeout.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SnapshotOptions {
             path: path.into(),
@@ -142,9 +142,14 @@ impl SnapshotOptions {
         self.write.batch = sqes;
         self
     }
-    /// Write with `O_DIRECT`, bypassing the page cache (default off).
+    /// Write with `O_DIRECT` (bypassing the page cache: no copy into it, no writeback
+    /// competing with the server's own I/O), or never. Default: `O_DIRECT` where the
+    /// target's file system accepts it (probed with `fcntl` on the temp file: ext4, XFS
+    /// and, since Linux 6.6, tmpfs do; some FUSE and network file systems do not),
+    /// buffered writes otherwise; `SnapshotReport::backend_reason` says which and why.
+    /// `true` makes a refusal an error (op `"O_DIRECT"`).
     pub fn direct(mut self, on: bool) -> Self {
-        self.write.direct = on;
+        self.write.direct = Some(on);
         self
     }
     /// Start writeback every this many bytes, so the final fsync does not stall (default

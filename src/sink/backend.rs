@@ -16,8 +16,9 @@ use std::time::Instant;
 /// Which backend writes, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
-    /// io_uring for O_DIRECT (falling back to pwrite if it cannot be set up); pwrite for
-    /// buffered writes, where io_uring measured slower (see `pipeline.rs`).
+    /// io_uring for O_DIRECT, the default where the file system accepts it (falling back
+    /// to pwrite if io_uring cannot be set up); pwrite for buffered writes, where io_uring
+    /// measured slower (see `pipeline.rs`).
     Auto,
     /// The child's own io_uring ring.
     Uring,

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum Step {
     /// Creating the temp file.
     Create,
+    /// Setting O_DIRECT on it (`fcntl`).
+    Direct,
     /// A write to it.
     Write,
     /// `sync_file_range` (writeback pacing).
@@ -34,6 +36,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Create => "create",
+            Step::Direct => "O_DIRECT",
             Step::Write => "write",
             Step::RangeSync => "sync_file_range",
             Step::Fsync => "fsync",
@@ -43,8 +46,9 @@ impl Step {
         }
     }
 
-    const ALL: [Step; 7] = [
+    const ALL: [Step; 8] = [
         Step::Create,
+        Step::Direct,
         Step::Write,
         Step::RangeSync,
         Step::Fsync,
@@ -127,7 +131,7 @@ impl Drop for IgnoreSigxfsz {
 #[derive(Debug)]
 pub struct Io {
     faults: Faults,
-    counts: [u64; 7],
+    counts: [u64; Step::ALL.len()],
     pub tmp: PathBuf,
     pub target: PathBuf,
 }
@@ -146,7 +150,7 @@ impl Io {
     pub fn new(tmp: PathBuf, target: PathBuf, faults: Faults) -> Io {
         Io {
             faults,
-            counts: [0; 7],
+            counts: [0; Step::ALL.len()],
             tmp,
             target,
         }
@@ -193,21 +197,59 @@ impl Io {
         }
     }
 
-    pub fn create(&mut self, direct: bool) -> Result<OwnedFd> {
+    /// Creates the temp file; then O_DIRECT as asked: `Some(true)` required (an error
+    /// if the file system refuses it), `Some(false)` never, `None` where the file system
+    /// accepts it (set with `fcntl`, so a refusal, tmpfs's `EINVAL`, costs nothing but
+    /// the probe). Returns the descriptor, whether O_DIRECT is in effect, and why.
+    pub fn create(&mut self, direct: Option<bool>) -> Result<(OwnedFd, bool, String)> {
         self.gate(Step::Create)?;
         let c = cpath(&self.tmp);
-        let flags = libc::O_WRONLY
-            | libc::O_CREAT
-            | libc::O_EXCL
-            | libc::O_CLOEXEC
-            | if direct { libc::O_DIRECT } else { 0 };
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
         // SAFETY: `c` is a valid NUL-terminated path; open has no other preconditions.
         let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
         if fd < 0 {
             return Err(self.err(Step::Create, errno()));
         }
         // SAFETY: `fd` was just returned by open and is owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let set = |io: &mut Self| -> Result<()> {
+            io.gate(Step::Direct)?;
+            // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL take and
+            // return plain integers.
+            let r = unsafe {
+                let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                if fl < 0 {
+                    fl
+                } else {
+                    libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT)
+                }
+            };
+            if r < 0 {
+                return Err(io.err(Step::Direct, errno()));
+            }
+            Ok(())
+        };
+        let (on, why) = match direct {
+            Some(false) => (false, "buffered writes (asked)".to_string()),
+            Some(true) => {
+                set(self)?;
+                (true, "O_DIRECT (asked)".to_string())
+            }
+            None => match set(self) {
+                Ok(()) => (true, "O_DIRECT (auto: the file system accepts it)".to_string()),
+                Err(e) => {
+                    let why = match &e {
+                        Error::Io { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    (
+                        false,
+                        format!("buffered writes (auto: the file system refused O_DIRECT: {why})"),
+                    )
+                }
+            },
+        };
+        Ok((fd, on, why))
     }
 
     /// Decides how the next write goes (fail, short or full).

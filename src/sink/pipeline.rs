@@ -25,8 +25,9 @@ pub struct WriteOptions {
     pub queue_depth: u32,
     /// SQEs per `io_uring_enter`.
     pub batch: usize,
-    /// Open with O_DIRECT (no page-cache copy).
-    pub direct: bool,
+    /// O_DIRECT (no page-cache copy): `Some(true)` required, `Some(false)` never, `None`
+    /// (the default) where the target's file system accepts it, probed on the temp file.
+    pub direct: Option<bool>,
     /// Start writeback every this many bytes and wait for the previous range (0: off).
     pub pacing_bytes: u64,
     pub backend: BackendKind,
@@ -47,7 +48,7 @@ impl Default for WriteOptions {
             chunk_size: 1 << 20,
             queue_depth: 4,
             batch: 2,
-            direct: false,
+            direct: None,
             pacing_bytes: 4 << 20,
             backend: BackendKind::Auto,
             register_buffers: true,
@@ -267,7 +268,7 @@ fn write_inner(
     io.apply_limits();
     let chunk = opts.chunk_size.max(CHUNK_ALIGN);
     let block_max = BlockMax::for_chunk(chunk);
-    let fd = io.create(opts.direct)?;
+    let (fd, direct, direct_why) = io.create(opts.direct)?;
     let fd_for_sync = fd.try_clone().map_err(|e| Error::io("dup", &io.tmp, e))?;
     let mut first = ChunkBuf::new(chunk);
     let mut spare = ChunkBuf::new(chunk);
@@ -282,7 +283,7 @@ fn write_inner(
         // Measured (docs/PERFORMANCE.md: 10M populate keys, plain RDB, median of 3):
         // buffered io_uring 2.13 s, pwrite 1.50 s, io_uring + O_DIRECT 1.48 s. So Auto
         // uses io_uring only with O_DIRECT.
-        BackendKind::Auto if !opts.direct => (
+        BackendKind::Auto if !direct => (
             Box::new(Pwrite::new(fd)),
             BackendKind::Pwrite,
             "auto: pwrite for buffered writes (measured faster than buffered io_uring)".into(),
@@ -334,7 +335,7 @@ fn write_inner(
         synced: 0,
         prev_synced: 0,
         pacing: opts.pacing_bytes,
-        direct: opts.direct,
+        direct,
         written: &written,
     };
     let mut report = |e: &crate::rdb::Encoder<Stage<'_>>, keys: u64| {
@@ -407,7 +408,7 @@ fn write_inner(
         summary,
         bytes_written,
         backend: kind,
-        backend_reason: reason,
+        backend_reason: format!("{reason}; {direct_why}"),
         stats,
     })
 }

@@ -38,6 +38,13 @@ fn step_fails(
         .pacing_bytes(1 << 20)
         .backend(backend)
         .faults(Faults::default().fail(step, nth, errno));
+    // Writeback pacing (sync_file_range) is a step of buffered writes only; the others
+    // run on the default path (O_DIRECT where the file system accepts it).
+    let opts = if step == Step::RangeSync {
+        opts.direct(false)
+    } else {
+        opts
+    };
     let r = if fork {
         let _serial = common::fork_lock();
         opts.start(&ks).and_then(|r| r.wait())

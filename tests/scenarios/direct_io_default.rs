@@ -1,0 +1,97 @@
+//! O_DIRECT is the default where the target's file system accepts it (probed on the temp
+//! file), buffered writes where it does not, and an error only when asked for.
+
+use crate::common::{self, datasets, temp_files};
+use forksnap::{BackendKind, Error, Faults, SnapshotOptions, Step};
+use std::path::Path;
+
+fn fs_type(dir: &Path) -> i64 {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statfs fills the zeroed struct from a valid NUL-terminated path.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        assert_eq!(libc::statfs(c.as_ptr(), &mut st), 0);
+        st
+    };
+    st.f_type as i64
+}
+
+const EXT4: i64 = 0xEF53;
+const XFS: i64 = 0x5846_5342;
+
+#[test]
+fn the_default_takes_o_direct_where_the_file_system_accepts_it() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(50_000, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let kind = fs_type(dir.path());
+    assert!(
+        kind == EXT4 || kind == XFS,
+        "this test needs its temp dir on ext4 or XFS, found file system type {kind:#x}"
+    );
+    let path = dir.path().join("d.rdb");
+    let r = SnapshotOptions::new(&path)
+        .start(&ks)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        r.backend_reason
+            .contains("O_DIRECT (auto: the file system accepts it)"),
+        "{}",
+        r.backend_reason
+    );
+    assert_eq!(r.backend, Some(BackendKind::Uring), "{}", r.backend_reason);
+    let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
+    common::assert_same_data(&ks, &back);
+}
+
+/// A file system that refuses O_DIRECT (the fault plan answers the `fcntl` with EINVAL,
+/// as FUSE and some network file systems do): buffered writes by default, an error naming
+/// the step when O_DIRECT is required, and the good file untouched.
+#[test]
+fn a_refusal_means_buffered_writes_by_default_and_an_error_when_required() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(20_000, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.rdb");
+    let refuse = || Faults::default().fail(Step::Direct, 1, libc::EINVAL);
+    let r = SnapshotOptions::new(&path)
+        .faults(refuse())
+        .start(&ks)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        r.backend_reason
+            .contains("buffered writes (auto: the file system refused O_DIRECT: Invalid argument"),
+        "{}",
+        r.backend_reason
+    );
+    assert_eq!(r.backend, Some(BackendKind::Pwrite), "{}", r.backend_reason);
+    let before = std::fs::read(&path).unwrap();
+    let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
+    common::assert_same_data(&ks, &back);
+    match SnapshotOptions::new(&path)
+        .direct(true)
+        .faults(refuse())
+        .start(&ks)
+        .and_then(|r| r.wait())
+    {
+        Err(Error::Io { op, source, .. }) => {
+            assert_eq!(op, "O_DIRECT");
+            assert_eq!(source.raw_os_error(), Some(libc::EINVAL));
+        }
+        other => panic!("expected the O_DIRECT refusal, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the good file was replaced"
+    );
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
+}
