@@ -17,6 +17,9 @@ pub enum Step {
     Create,
     /// Setting O_DIRECT on it (`fcntl`).
     Direct,
+    /// Preallocating its next stretch (`fallocate`, with O_DIRECT; a failure only stops
+    /// the preallocation).
+    Fallocate,
     /// A write to it.
     Write,
     /// `sync_file_range` (writeback pacing).
@@ -37,6 +40,7 @@ impl Step {
         match self {
             Step::Create => "create",
             Step::Direct => "O_DIRECT",
+            Step::Fallocate => "fallocate",
             Step::Write => "write",
             Step::RangeSync => "sync_file_range",
             Step::Fsync => "fsync",
@@ -46,9 +50,10 @@ impl Step {
         }
     }
 
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Create,
         Step::Direct,
+        Step::Fallocate,
         Step::Write,
         Step::RangeSync,
         Step::Fsync,
@@ -320,6 +325,17 @@ impl Io {
         // SAFETY: fsync on an open fd.
         if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
             return Err(self.err(Step::Fsync, errno()));
+        }
+        Ok(())
+    }
+
+    /// Allocates `len` bytes at `offset` (the file's size grows with them; the final
+    /// truncate trims it back).
+    pub fn fallocate(&mut self, fd: &OwnedFd, offset: u64, len: u64) -> Result<()> {
+        self.gate(Step::Fallocate)?;
+        // SAFETY: fallocate on an open fd with plain integer arguments.
+        if unsafe { libc::fallocate(fd.as_raw_fd(), 0, offset as i64, len as i64) } != 0 {
+            return Err(self.err(Step::Fallocate, errno()));
         }
         Ok(())
     }

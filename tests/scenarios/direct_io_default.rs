@@ -42,8 +42,37 @@ fn the_default_takes_o_direct_where_the_file_system_accepts_it() {
         r.backend_reason
     );
     assert_eq!(r.backend, Some(BackendKind::Uring), "{}", r.backend_reason);
+    // Preallocated 64 MiB ahead, padded to a page: trimmed to the data exactly.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), r.bytes_written);
     let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
     common::assert_same_data(&ks, &back);
+}
+
+/// A failing `fallocate` (no support, or no room for the stretch ahead) only ends the
+/// preallocation: the snapshot completes, exact to the byte.
+#[test]
+fn a_failed_preallocation_is_not_an_error() {
+    let _serial = common::fork_lock();
+    let ks = datasets::populate(50_000, 100);
+    let dir = tempfile::tempdir().unwrap();
+    for (nth, errno) in [(1, libc::EOPNOTSUPP), (1, libc::ENOSPC)] {
+        let path = dir.path().join(format!("f{errno}.rdb"));
+        let r = SnapshotOptions::new(&path)
+            .chunk_size(1 << 20)
+            .faults(Faults::default().fail(Step::Fallocate, nth, errno))
+            .start(&ks)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(
+            r.backend_reason.contains("O_DIRECT"),
+            "{}",
+            r.backend_reason
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), r.bytes_written);
+        let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
+        common::assert_same_data(&ks, &back);
+    }
 }
 
 /// A file system that refuses O_DIRECT (the fault plan answers the `fcntl` with EINVAL,
