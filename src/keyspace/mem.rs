@@ -545,6 +545,19 @@ fn room<T>(v: &mut Vec<T>) -> crate::rdb::VisitResult {
     Ok(())
 }
 
+/// A list's or a set's elements, each boxed.
+fn elements(
+    l: crate::rdb::LoadSeq<'_>,
+) -> Result<Vec<Box<[u8]>>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut v = Vec::with_capacity(l.len_hint());
+    l.for_each(|e| {
+        room(&mut v)?;
+        v.push(e.into());
+        Ok(())
+    })?;
+    Ok(v)
+}
+
 /// Loading into a `MemKeyspace`: every value copied into a [`MemValue`]; a repeated key,
 /// set member, hash field or sorted-set member refuses the file, as Redis does.
 impl crate::rdb::LoadVisitor for MemKeyspace {
@@ -571,22 +584,9 @@ impl crate::rdb::LoadVisitor for MemKeyspace {
         let boxed = |b: &[u8]| -> Box<[u8]> { b.into() };
         let v = match value {
             L::Str(s) => MemValue::Str(boxed(s)),
-            L::List(l) => {
-                let mut v = Vec::with_capacity(l.len_hint());
-                l.for_each(|e| {
-                    room(&mut v)?;
-                    v.push(boxed(e));
-                    Ok(())
-                })?;
-                MemValue::List(v)
-            }
+            L::List(l) => MemValue::List(elements(l)?),
             L::Set(l) => {
-                let mut v = Vec::with_capacity(l.len_hint());
-                l.for_each(|e| {
-                    room(&mut v)?;
-                    v.push(boxed(e));
-                    Ok(())
-                })?;
+                let v = elements(l)?;
                 check_unique(v.iter().map(|m| &m[..]))?;
                 MemValue::Set(v)
             }

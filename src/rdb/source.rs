@@ -331,23 +331,16 @@ impl<'r> Source<'r> {
     }
 }
 
-/// Writes `v` in decimal at the end of `out`; returns how many bytes it took.
+/// Writes `v` in decimal at the end of `out`; returns how many bytes it took (an i64's
+/// magnitude has at most 19 digits, so the sign always fits).
 pub(crate) fn format_i64(v: i64, out: &mut [u8; 20]) -> usize {
-    let mut u = v.unsigned_abs();
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
+    let k = super::num::format_u64(v.unsigned_abs(), out).len();
     if v < 0 {
-        i -= 1;
-        out[i] = b'-';
+        out[out.len() - k - 1] = b'-';
+        k + 1
+    } else {
+        k
     }
-    out.len() - i
 }
 
 #[cfg(test)]
