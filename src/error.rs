@@ -129,9 +129,9 @@ impl Error {
         io::Error::new(io::ErrorKind::InvalidData, self)
     }
 
-    pub(crate) fn corrupt(offset: usize, what: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> Self {
         Error::Corrupt {
-            offset: offset as u64,
+            offset,
             what: what.into(),
         }
     }

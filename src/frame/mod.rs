@@ -203,10 +203,7 @@ impl<R: std::io::Read> FrameReader<R> {
     }
 
     fn bad<T>(&self, at: u64, what: impl std::fmt::Display) -> Result<T> {
-        Err(Error::Corrupt {
-            offset: at,
-            what: format!("LZ4 frame: {what}"),
-        })
+        Err(Error::corrupt(at, format!("LZ4 frame: {what}")))
     }
 
     /// Fills `buf` completely; `Ok(false)` when the input ended before its first byte

@@ -434,9 +434,8 @@ impl Drain for Cursor<'_, '_> {
     }
 
     fn drain(&mut self, each: Each<'_>) -> Result<()> {
-        if self.drained {
-            return Err(Error::corrupt(0, "a value was read twice"));
-        }
+        // The views' `for_each` consumes them, and the reader drains only an unread value.
+        debug_assert!(!self.drained, "a value drained twice");
         self.drained = true;
         let mut stopped = None;
         let r = self.drain_inner(each, &mut stopped);
@@ -532,10 +531,7 @@ impl Cursor<'_, '_> {
                         }
                     }
                 })
-                .map_err(|(o, m)| Error::Corrupt {
-                    offset: self.blob_at + o as u64,
-                    what: m,
-                })?;
+                .map_err(|(o, m)| Error::corrupt(self.blob_at + o as u64, m))?;
                 self.elements += n;
                 Ok(())
             }
@@ -583,7 +579,7 @@ impl Cursor<'_, '_> {
         } else {
             "quicklist ziplist"
         };
-        self.blob_at = io.src.string_into(what, &mut io.blob)?.data_at;
+        self.blob_at = io.src.string_into(what, &mut io.blob)?;
         Ok(plain)
     }
 
@@ -646,17 +642,11 @@ impl Cursor<'_, '_> {
         let partial = i;
         self.elements += n;
         if let Some(s) = bad_score {
-            return Err(Error::Corrupt {
-                offset: self.blob_at,
-                what: format!("bad sorted set score {s:?}"),
-            });
+            return Err(Error::corrupt(self.blob_at, format!("bad sorted set score {s:?}")));
         }
         match r {
             Err((_, m)) if m == STOPPED => Ok(()),
-            Err((o, m)) => Err(Error::Corrupt {
-                offset: self.blob_at + o as u64,
-                what: m,
-            }),
+            Err((o, m)) => Err(Error::corrupt(self.blob_at + o as u64, m)),
             Ok(_) if partial != 0 => Err(Error::Corrupt {
                 offset: self.blob_at,
                 what: match stride {
@@ -695,17 +685,14 @@ fn declared(lp: bool, blob: &[u8]) -> Option<u64> {
 
 /// Checks that a blob whose header declares no element is valid (and so empty): the
 /// intset (`lp` None), listpack or ziplist parsers compare what they find with the header.
-fn validate_empty(lp: Option<bool>, blob: &[u8], at: u64) -> Result<bool> {
+fn validate_empty(lp: Option<bool>, blob: &[u8], at: u64) -> Result<()> {
     let r = match lp {
         None => intset::parse(blob, |_| {}).map(|_| ()),
         Some(true) => listpack::parse(blob, |_| Ok(())).map(|_| ()),
         Some(false) => ziplist::parse_ziplist(blob, |_| Ok(())).map(|_| ()),
     };
-    r.map_err(|(o, m)| Error::Corrupt {
-        offset: at + o as u64,
-        what: m,
-    })?;
-    Ok(true)
+    r.map_err(|(o, m)| Error::corrupt(at + o as u64, m))?;
+    Ok(())
 }
 
 /// Drains a cursor nobody read, with callbacks of its type that take nothing.
@@ -889,7 +876,7 @@ impl Reader<'_, '_> {
                 (Shape::Plain, n, n)
             }
             types::SET_INTSET => {
-                blob_at = io.src.string_into("intset", &mut io.blob)?.data_at;
+                blob_at = io.src.string_into("intset", &mut io.blob)?;
                 let n = io
                     .blob
                     .get(4..8)
@@ -911,7 +898,7 @@ impl Reader<'_, '_> {
                     types::SET_LISTPACK => "set listpack",
                     _ => "pairs",
                 };
-                blob_at = io.src.string_into(what, &mut io.blob)?.data_at;
+                blob_at = io.src.string_into(what, &mut io.blob)?;
                 let stride = if matches!(ty, types::LIST_ZIPLIST | types::SET_LISTPACK) {
                     1
                 } else {
@@ -966,10 +953,17 @@ impl Reader<'_, '_> {
         // encodings that do not say up front are looked into.
         let empty = match shape {
             Shape::Plain => left == 0,
-            Shape::Intset => hint == 0 && validate_empty(None, &c.io.blob, blob_at)?,
+            Shape::Intset => {
+                hint == 0 && {
+                    validate_empty(None, &c.io.blob, blob_at)?;
+                    true
+                }
+            }
             Shape::Blob { lp, .. } => {
-                declared(lp, &c.io.blob) == Some(0)
-                    && validate_empty(Some(lp), &c.io.blob, blob_at)?
+                declared(lp, &c.io.blob) == Some(0) && {
+                    validate_empty(Some(lp), &c.io.blob, blob_at)?;
+                    true
+                }
             }
             Shape::Quicklist { v2, .. } => {
                 // Skip empty nodes up to the first that holds something.
@@ -1022,10 +1016,7 @@ impl Reader<'_, '_> {
             // here with that error.
             return Err(match r {
                 Err(e) => rejected(entry_at, key, e),
-                Ok(()) => Error::Corrupt {
-                    offset: entry_at,
-                    what: failed,
-                },
+                Ok(()) => Error::corrupt(entry_at, failed),
             });
         }
         r.map_err(|e| rejected(entry_at, key, e))?;
@@ -1174,17 +1165,14 @@ impl Cursor<'_, '_> {
         let boxed = |b: &[u8]| -> Result<Box<[u8]>> {
             let mut x = Vec::new();
             if x.try_reserve_exact(b.len()).is_err() {
-                return Err(Error::Corrupt {
-                    offset: at,
-                    what: format!("out of memory for {} bytes", b.len()),
-                });
+                return Err(Error::corrupt(at, format!("out of memory for {} bytes", b.len())));
             }
             x.extend_from_slice(b);
             Ok(x.into_boxed_slice())
         };
         match ty {
             types::HASH_ZIPMAP => {
-                let data_at = io.src.string_into("zipmap", &mut io.blob)?.data_at;
+                let data_at = io.src.string_into("zipmap", &mut io.blob)?;
                 let mut err = None;
                 ziplist::parse_zipmap(&io.blob, |f, x| {
                     match (boxed(f), boxed(x)) {
@@ -1193,10 +1181,7 @@ impl Cursor<'_, '_> {
                     }
                     Ok(())
                 })
-                .map_err(|(o, m)| Error::Corrupt {
-                    offset: data_at + o as u64,
-                    what: m,
-                })?;
+                .map_err(|(o, m)| Error::corrupt(data_at + o as u64, m))?;
                 if let Some(e) = err {
                     return Err(e);
                 }
@@ -1224,18 +1209,14 @@ impl Cursor<'_, '_> {
                 }
                 self.blob_at = io
                     .src
-                    .string_into("hash listpack with TTLs", &mut io.blob)?
-                    .data_at;
+                    .string_into("hash listpack with TTLs", &mut io.blob)?;
                 let mut flat: Vec<Box<[u8]>> = Vec::new();
                 listpack::parse(&io.blob, |e| {
                     let mut n = [0; 20];
                     flat.push(elem_bytes(&e, &mut n).into());
                     Ok(())
                 })
-                .map_err(|(o, m)| Error::Corrupt {
-                    offset: self.blob_at + o as u64,
-                    what: format!("hash listpack with TTLs: {m}"),
-                })?;
+                .map_err(|(o, m)| Error::corrupt(self.blob_at + o as u64, format!("hash listpack with TTLs: {m}")))?;
                 if !flat.len().is_multiple_of(3) {
                     return Err(Error::Corrupt {
                         offset: at,
@@ -1249,10 +1230,7 @@ impl Cursor<'_, '_> {
                         Some(0) => {}
                         Some(_) => with_ttl += 1,
                         None => {
-                            return Err(Error::Corrupt {
-                                offset: at,
-                                what: "hash field TTL is not an integer".into(),
-                            })
+                            return Err(Error::corrupt(at, "hash field TTL is not an integer"))
                         }
                     }
                     v.push((f, x));
@@ -1353,13 +1331,12 @@ pub fn repeated_key(
     opts: &LoadOptions,
     suspects: &[u64],
 ) -> Result<Option<(u32, Vec<u8>)>> {
-    struct Confirm<'s> {
+    struct Confirm {
         suspects: std::collections::HashSet<u64>,
         seen: std::collections::HashSet<(u32, Vec<u8>)>,
         found: Option<(u32, Vec<u8>)>,
-        _s: std::marker::PhantomData<&'s ()>,
     }
-    impl LoadVisitor for Confirm<'_> {
+    impl LoadVisitor for Confirm {
         fn key(&mut self, db: u32, key: &[u8], _: Option<i64>, _: LoadValue<'_>) -> VisitResult {
             if self.found.is_none()
                 && self.suspects.contains(&key_hash(db, key))
@@ -1374,7 +1351,6 @@ pub fn repeated_key(
         suspects: suspects.iter().copied().collect(),
         seen: Default::default(),
         found: None,
-        _s: std::marker::PhantomData,
     };
     load_into(input, opts, &mut c)?;
     Ok(c.found)

@@ -24,13 +24,6 @@ pub(crate) enum Len {
     Special(u8),
 }
 
-/// Where a string read into a caller's buffer came from.
-pub(crate) struct StrAt {
-    /// Offset of its bytes in the stream (for an LZF or integer string: of its header,
-    /// since offsets inside a compressed string have no place in the file).
-    pub data_at: u64,
-}
-
 pub(crate) struct Source<'r> {
     r: Box<dyn Read + 'r>,
     /// The input's name for read errors (a path, or empty).
@@ -71,10 +64,7 @@ impl<'r> Source<'r> {
     }
 
     pub fn corrupt<T>(&self, at: u64, what: impl Into<String>) -> Result<T> {
-        Err(Error::Corrupt {
-            offset: at,
-            what: what.into(),
-        })
+        Err(Error::corrupt(at, what.into()))
     }
 
     /// Up to `n` bytes buffered from `pos` (fewer only at the end of the input).
@@ -244,8 +234,10 @@ impl<'r> Source<'r> {
         }
     }
 
-    /// A string copied (or decoded) into `dst`, which it replaces.
-    pub fn string_into(&mut self, what: &str, dst: &mut Vec<u8>) -> Result<StrAt> {
+    /// A string copied (or decoded) into `dst`, which it replaces. Returns the stream
+    /// offset of its bytes (for an LZF or integer string, of its header: offsets inside a
+    /// compressed string have no place in the file).
+    pub fn string_into(&mut self, what: &str, dst: &mut Vec<u8>) -> Result<u64> {
         let at = self.offset();
         match self.len_field(what)? {
             Len::Plain(n) => {
@@ -262,14 +254,14 @@ impl<'r> Source<'r> {
                     dst.extend_from_slice(self.take(step, what)?);
                     left -= step;
                 }
-                Ok(StrAt { data_at })
+                Ok(data_at)
             }
             Len::Special(x) => {
                 if let Some(k) = self.special(x, at, what, Some(dst))? {
                     dst.clear();
                     dst.extend_from_slice(&self.num[20 - k..]);
                 }
-                Ok(StrAt { data_at: at })
+                Ok(at)
             }
         }
     }
@@ -319,10 +311,7 @@ impl<'r> Source<'r> {
                 out.resize(ulen, 0);
                 let data_at = self.offset();
                 let src = self.take(clen, what)?;
-                lzf::decompress(src, out).map_err(|(off, m)| Error::Corrupt {
-                    offset: data_at + off as u64,
-                    what: format!("{what}: {m}"),
-                })?;
+                lzf::decompress(src, out).map_err(|(off, m)| Error::corrupt(data_at + off as u64, format!("{what}: {m}")))?;
                 return Ok(None);
             }
             x => return self.corrupt(at, format!("{what}: unknown string encoding {x}")),
