@@ -11,8 +11,10 @@
 //! - Set members and hash fields are unique; sorted-set members are unique and scores are
 //!   not NaN. (Loaders reject duplicates; [`MemKeyspace`] enforces this on construction.)
 
+mod digest;
 mod mem;
 
+pub use digest::{dataset_digest, value_digest, Digest};
 pub use mem::{BuildError, FieldValues, MemDb, MemKeyspace, MemValue};
 
 use std::ops::ControlFlow;

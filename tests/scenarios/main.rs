@@ -9,6 +9,7 @@ mod child_killed_midway;
 mod child_memory_probe;
 mod child_priority;
 mod cow_budget_aborts;
+mod digest_matches_servers;
 mod direct_io_default;
 mod encode_decode_roundtrip;
 mod fork_contract;
