@@ -35,7 +35,8 @@ internal_modules!(buf, error, fork, frame, keyspace, pressure, rdb, sink);
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
 pub use fork::{
-    snapshot_running, ChildPriority, Progress, RunningSnapshot, SnapshotOptions, SnapshotReport,
+    snapshot_running, ChildPriority, Progress, RunningSnapshot, SavePoints, SavePointsError,
+    SnapshotOptions, SnapshotReport,
 };
 #[cfg(target_os = "linux")]
 pub use keyspace::{

@@ -25,16 +25,18 @@
 //!
 //! Files: `options.rs` (the builder, `save`, `start` and the fork), `child.rs` (what runs
 //! after fork), `running.rs` (the parent's handle), `report.rs` (the report types and the
-//! pipe protocol that carries them).
+//! pipe protocol that carries them), `savepoints.rs` (Redis's `save` rules).
 
 mod child;
 mod options;
 pub(crate) mod report;
 mod running;
+mod savepoints;
 
 pub use options::{ChildPriority, SnapshotOptions};
 pub use report::{Progress, SnapshotReport};
 pub use running::{snapshot_running, RunningSnapshot};
+pub use savepoints::{SavePoints, SavePointsError};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
