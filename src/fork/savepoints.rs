@@ -97,7 +97,7 @@ impl std::str::FromStr for SavePoints {
             .split_whitespace()
             .map(|w| w.parse().map_err(|_| err()))
             .collect::<Result<_, _>>()?;
-        if nums.len() % 2 != 0 {
+        if !nums.len().is_multiple_of(2) {
             return Err(err());
         }
         Ok(SavePoints(nums.chunks(2).map(|p| (p[0], p[1])).collect()))

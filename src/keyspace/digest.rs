@@ -49,8 +49,15 @@ fn mix(d: &mut [u8; 20], s: &[u8]) {
     *d = sha1(&[&d[..]]);
 }
 
-/// A score as C's `printf("%.17g")` writes it (what Redis 7.0's digest hashes).
-pub(crate) fn format_g17(x: f64, out: &mut String) {
+/// A score as Redis 7.0 prints it, in replies (`ZSCORE`, `ZRANGE … WITHSCORES`) and in
+/// `DEBUG DIGEST`: C's `printf("%.17g")`, into `out` (cleared first).
+///
+/// ```
+/// let mut s = String::new();
+/// forksnap::format_score(0.1, &mut s);
+/// assert_eq!(s, "0.10000000000000001");
+/// ```
+pub fn format_score(x: f64, out: &mut String) {
     use std::fmt::Write;
     out.clear();
     if x.is_nan() {
@@ -102,7 +109,7 @@ fn value_into(d: &mut [u8; 20], value: &Value<'_>, expire_ms: Option<i64>) {
             z.for_each(&mut |m, s| {
                 let mut e = [0u8; 20];
                 mix(&mut e, m);
-                format_g17(s, &mut score);
+                format_score(s, &mut score);
                 mix(&mut e, score.as_bytes());
                 xor(d, &e);
             })
@@ -179,7 +186,7 @@ mod tests {
             (-0.0, "-0"),
             (3.0e-300, "3.0000000000000002e-300"),
         ] {
-            format_g17(x, &mut s);
+            format_score(x, &mut s);
             assert_eq!(s, want, "{x:e}");
         }
     }

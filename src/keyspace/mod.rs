@@ -14,7 +14,7 @@
 mod digest;
 mod mem;
 
-pub use digest::{dataset_digest, value_digest, Digest};
+pub use digest::{dataset_digest, format_score, value_digest, Digest};
 pub use mem::{BuildError, FieldValues, MemDb, MemKeyspace, MemValue};
 
 use std::ops::ControlFlow;

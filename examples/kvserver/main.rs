@@ -1,0 +1,246 @@
+//! kvserver: a small Redis-compatible server whose persistence is forksnap.
+//!
+//! ```text
+//! cargo run --release --example kvserver -- --port 6380 --dir /tmp
+//! redis-cli -p 6380 set greeting hello
+//! redis-cli -p 6380 bgsave
+//! ```
+//!
+//! Read it in this order: `store.rs` (the sharded keyspace, and the two small types that
+//! connect it to forksnap: `Frozen`, a `Keyspace`, and `Loader`, a `LoadVisitor`),
+//! `persist.rs` (SAVE, BGSAVE, save points, INFO persistence), then `commands.rs`.
+//! Flags as redis-server's: `--port --bind --dir --dbfilename --save --appendonly`, and
+//! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
+//! --cow-budget BYTES`.
+
+mod commands;
+mod persist;
+mod resp;
+mod store;
+
+use commands::{Client, Flow};
+use forksnap::{Format, SavePoints};
+use persist::{unix_secs, Config, Persist};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use store::{now_ms, Store, DATABASES, SHARDS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct Server {
+    pub store: Store,
+    pub persist: Persist,
+    pub port: u16,
+    pub started: i64,
+    pub clients: AtomicUsize,
+    pub connections: AtomicU64,
+    pub commands: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+struct Args {
+    port: u16,
+    bind: String,
+    cfg: Config,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        port: 6379,
+        bind: "127.0.0.1".into(),
+        cfg: Config {
+            dir: ".".into(),
+            dbfilename: "dump.rdb".into(),
+            save: SavePoints::default(),
+            format: Format::Rdb,
+            lzf: true,
+            direct: None,
+            rdb_version: None,
+            cow_budget: None,
+            appendonly: false,
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        let yes = |v: String| match v.as_str() {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            _ => Err(format!("expected yes or no, got {v:?}")),
+        };
+        match flag.as_str() {
+            "--port" => a.port = val()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--bind" => a.bind = val()?,
+            "--dir" => a.cfg.dir = val()?.into(),
+            "--dbfilename" => a.cfg.dbfilename = val()?,
+            "--save" => a.cfg.save = val()?.parse().map_err(|e| format!("--save: {e}"))?,
+            "--appendonly" => {
+                if yes(val()?)? {
+                    return Err("--appendonly yes: this server has no AOF yet".into());
+                }
+            }
+            "--format" => {
+                a.cfg.format = match val()?.as_str() {
+                    "rdb" => Format::Rdb,
+                    "lz4" => Format::Lz4,
+                    v => return Err(format!("--format: rdb or lz4, not {v:?}")),
+                }
+            }
+            "--lzf" => a.cfg.lzf = yes(val()?)?,
+            "--direct" => a.cfg.direct = Some(yes(val()?)?),
+            "--rdb-version" => {
+                a.cfg.rdb_version = Some(val()?.parse().map_err(|e| format!("--rdb-version: {e}"))?)
+            }
+            "--cow-budget" => {
+                a.cfg.cow_budget = Some(val()?.parse().map_err(|e| format!("--cow-budget: {e}"))?)
+            }
+            _ => return Err(format!("unknown flag {flag:?}")),
+        }
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kvserver: {e}");
+            std::process::exit(2);
+        }
+    };
+    let server = Arc::new(Server {
+        store: Store::new(),
+        persist: Persist::new(args.cfg),
+        port: args.port,
+        started: unix_secs(),
+        clients: AtomicUsize::new(0),
+        connections: AtomicU64::new(0),
+        commands: AtomicU64::new(0),
+        expired: AtomicU64::new(0),
+    });
+    if let Err(e) = tokio::task::block_in_place(|| server.persist.load(&server.store)) {
+        tracing::error!("fatal error loading the DB: {e}. Exiting.");
+        std::process::exit(1);
+    }
+    let listener = match TcpListener::bind((args.bind.as_str(), args.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("can't listen on {}:{}: {e}", args.bind, args.port);
+            std::process::exit(1);
+        }
+    };
+    tracing::info!("ready to accept connections on {}:{}", args.bind, args.port);
+    tokio::spawn(cron(server.clone()));
+    tokio::spawn(signals(server.clone()));
+    let mut next_id = 0;
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        next_id += 1;
+        let s = server.clone();
+        tokio::spawn(async move {
+            s.clients.fetch_add(1, Relaxed);
+            s.connections.fetch_add(1, Relaxed);
+            serve(&s, sock, next_id).await;
+            s.clients.fetch_sub(1, Relaxed);
+        });
+    }
+}
+
+/// One client: parse every complete request in the buffer, reply to all of them at
+/// once (pipelining), read more. A malformed request closes this client only.
+async fn serve(server: &Server, mut sock: TcpStream, id: u64) {
+    let _ = sock.set_nodelay(true);
+    let mut client = Client {
+        db: 0,
+        name: None,
+        id,
+    };
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut out = resp::Out::default();
+    loop {
+        let mut used = 0;
+        let mut flow = Flow::Continue;
+        while flow == Flow::Continue {
+            match resp::parse(&buf[used..]) {
+                Ok(Some((args, n))) => {
+                    used += n;
+                    if !args.is_empty() {
+                        flow = server.exec(&mut client, &args, &mut out);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.error(&format!("ERR Protocol error: {}", e.0));
+                    flow = Flow::Close;
+                }
+            }
+        }
+        buf.drain(..used);
+        if !out.0.is_empty() {
+            if sock.write_all(&out.0).await.is_err() {
+                return;
+            }
+            out.0.clear();
+        }
+        if flow != Flow::Continue {
+            return;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(buf.capacity().max(16 * 1024));
+        }
+        match sock.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Every 100 ms: drive a running BGSAVE or start one a save point asks for, and expire
+/// keys actively (each shard once a second, at most 1000 keys per shard per pass).
+async fn cron(server: Arc<Server>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut n = 0usize;
+    loop {
+        tick.tick().await;
+        server.persist.cron(&server.store);
+        let now = now_ms();
+        for db in 0..DATABASES {
+            for shard in (0..SHARDS).filter(|s| (db * SHARDS + s) % 10 == n % 10) {
+                let gone = server.store.lock(db, shard).expire_some(now, 1000);
+                server.expired.fetch_add(gone as u64, Relaxed);
+            }
+        }
+        n += 1;
+    }
+}
+
+/// SIGTERM and SIGINT: as redis-server, save if save points are set, then exit.
+async fn signals(server: Arc<Server>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("received a signal: shutting down");
+    let mut out = resp::Out::default();
+    let mut c = Client {
+        db: 0,
+        name: None,
+        id: 0,
+    };
+    server.exec(&mut c, &[b"SHUTDOWN".to_vec()], &mut out);
+    tracing::error!("{}", String::from_utf8_lossy(&out.0).trim());
+    std::process::exit(1);
+}

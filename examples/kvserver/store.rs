@@ -1,0 +1,363 @@
+//! The keyspace: 16 databases, each split into shards behind their own `Mutex`, as a
+//! multi-threaded Rust store keeps its data. forksnap sees it through two small pieces:
+//! `Frozen` (every shard's guard, a `Keyspace` the snapshot child walks) and `Loader`
+//! (a `LoadVisitor` that builds the shards from an RDB stream at start-up).
+
+use forksnap::{DbInfo, Entry, Keyspace, LoadValue, LoadVisitor, Value, VisitResult};
+use std::cmp::Ordering;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const DATABASES: usize = 16;
+pub const SHARDS: usize = 16;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A score ordered as Redis orders them (never NaN: ZADD refuses it).
+#[derive(Clone, Copy, PartialEq)]
+pub struct Score(pub f64);
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.partial_cmp(&o.0).unwrap_or(Ordering::Equal)
+    }
+}
+
+#[derive(Default)]
+pub struct ZSet {
+    pub scores: HashMap<Vec<u8>, f64>,
+    pub order: BTreeSet<(Score, Vec<u8>)>,
+}
+
+impl ZSet {
+    /// Sets a member's score; true when it is new.
+    pub fn insert(&mut self, m: &[u8], s: f64) -> bool {
+        match self.scores.insert(m.to_vec(), s) {
+            Some(old) => {
+                self.order.remove(&(Score(old), m.to_vec()));
+                self.order.insert((Score(s), m.to_vec()));
+                false
+            }
+            None => {
+                self.order.insert((Score(s), m.to_vec()));
+                true
+            }
+        }
+    }
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        match self.scores.remove(m) {
+            Some(s) => self.order.remove(&(Score(s), m.to_vec())),
+            None => false,
+        }
+    }
+}
+
+pub enum Val {
+    Str(Vec<u8>),
+    List(VecDeque<Vec<u8>>),
+    Set(HashSet<Vec<u8>>),
+    ZSet(ZSet),
+    Hash(HashMap<Vec<u8>, Vec<u8>>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Str(_) => "string",
+            Val::List(_) => "list",
+            Val::Set(_) => "set",
+            Val::ZSet(_) => "zset",
+            Val::Hash(_) => "hash",
+        }
+    }
+    /// Collections emptied by a command are deleted, as in Redis.
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Val::Str(_) => false,
+            Val::List(l) => l.is_empty(),
+            Val::Set(s) => s.is_empty(),
+            Val::ZSet(z) => z.scores.is_empty(),
+            Val::Hash(h) => h.is_empty(),
+        }
+    }
+    /// The view forksnap encodes (and digests).
+    pub fn view(&self) -> Value<'_> {
+        match self {
+            Val::Str(s) => Value::Str(s),
+            Val::List(l) => Value::List(l),
+            Val::Set(s) => Value::Set(s),
+            Val::ZSet(z) => Value::ZSet(&z.scores),
+            Val::Hash(h) => Value::Hash(h),
+        }
+    }
+}
+
+pub struct Item {
+    pub val: Val,
+    pub expire: Option<i64>,
+}
+
+impl Item {
+    pub fn expired(&self, now: i64) -> bool {
+        self.expire.is_some_and(|t| t <= now)
+    }
+}
+
+#[derive(Default)]
+pub struct Shard {
+    pub map: HashMap<Vec<u8>, Item>,
+    /// Keys with an expiry (for INFO keyspace and the active expiry's skip test).
+    pub volatile: usize,
+}
+
+impl Shard {
+    /// The live item, deleting it first if it has expired (lazy expiry).
+    pub fn live(&mut self, key: &[u8], now: i64) -> Option<&mut Item> {
+        if self.map.get(key).is_some_and(|i| i.expired(now)) {
+            self.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+    pub fn insert(&mut self, key: Vec<u8>, item: Item) {
+        let adds = item.expire.is_some() as usize;
+        if let Some(old) = self.map.insert(key, item) {
+            self.volatile -= old.expire.is_some() as usize;
+        }
+        self.volatile += adds;
+    }
+    pub fn remove(&mut self, key: &[u8]) -> Option<Item> {
+        let old = self.map.remove(key)?;
+        self.volatile -= old.expire.is_some() as usize;
+        Some(old)
+    }
+    pub fn set_expire(&mut self, key: &[u8], at: Option<i64>) {
+        if let Some(i) = self.map.get_mut(key) {
+            self.volatile = self.volatile + at.is_some() as usize - i.expire.is_some() as usize;
+            i.expire = at;
+        }
+    }
+    /// Deletes up to `budget` expired keys; the number deleted.
+    pub fn expire_some(&mut self, now: i64, budget: usize) -> usize {
+        if self.volatile == 0 {
+            return 0;
+        }
+        let dead: Vec<Vec<u8>> = self
+            .map
+            .iter()
+            .filter(|(_, i)| i.expired(now))
+            .take(budget)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            self.remove(k);
+        }
+        dead.len()
+    }
+}
+
+pub type Guard<'a> = MutexGuard<'a, Shard>;
+
+pub struct Store {
+    dbs: Vec<Vec<Mutex<Shard>>>,
+    hasher: RandomState,
+    /// Writes since the last successful save (`rdb_changes_since_last_save`).
+    pub dirty: AtomicU64,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            dbs: (0..DATABASES)
+                .map(|_| (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect())
+                .collect(),
+            hasher: RandomState::new(),
+            dirty: AtomicU64::new(0),
+        }
+    }
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        self.hasher.hash_one(key) as usize % SHARDS
+    }
+    /// One shard's guard (a poisoned lock is still usable: the data is plain).
+    pub fn lock(&self, db: usize, shard: usize) -> Guard<'_> {
+        self.dbs[db][shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn lock_key(&self, db: usize, key: &[u8]) -> Guard<'_> {
+        self.lock(db, self.shard_of(key))
+    }
+    /// The guards of every shard `keys` fall in, in shard order (the order every caller
+    /// takes them in, so no two can deadlock), indexed by shard.
+    pub fn lock_keys<'a, K: AsRef<[u8]>>(
+        &'a self,
+        db: usize,
+        keys: &[K],
+    ) -> Vec<Option<Guard<'a>>> {
+        let mut want = [false; SHARDS];
+        for k in keys {
+            want[self.shard_of(k.as_ref())] = true;
+        }
+        (0..SHARDS)
+            .map(|s| want[s].then(|| self.lock(db, s)))
+            .collect()
+    }
+    /// Every shard of one database, in order.
+    pub fn lock_db(&self, db: usize) -> Vec<Guard<'_>> {
+        (0..SHARDS).map(|s| self.lock(db, s)).collect()
+    }
+    /// Every shard of every database: the whole store frozen (for a snapshot or a digest).
+    pub fn freeze(&self) -> Frozen<'_> {
+        Frozen((0..DATABASES).map(|db| self.lock_db(db)).collect())
+    }
+    pub fn touch(&self, n: u64) {
+        self.dirty.fetch_add(n, Relaxed);
+    }
+    /// (keys, keys with an expiry) of one database.
+    pub fn db_size(&self, db: usize) -> (u64, u64) {
+        (0..SHARDS).fold((0, 0), |(k, v), s| {
+            let g = self.lock(db, s);
+            (k + g.map.len() as u64, v + g.volatile as u64)
+        })
+    }
+}
+
+/// The whole store with every shard locked. forksnap's child walks it after fork (it
+/// reads through these guards and never locks again: the fork contract on `Keyspace`).
+pub struct Frozen<'a>(Vec<Vec<Guard<'a>>>);
+
+impl Keyspace for Frozen<'_> {
+    fn databases(&self) -> Vec<DbInfo> {
+        let mut out = Vec::new();
+        for (index, shards) in self.0.iter().enumerate() {
+            let keys: usize = shards.iter().map(|s| s.map.len()).sum();
+            let expires: usize = shards.iter().map(|s| s.volatile).sum();
+            if keys > 0 {
+                out.push(DbInfo {
+                    index: index as u32,
+                    keys: keys as u64,
+                    expires: expires as u64,
+                });
+            }
+        }
+        out
+    }
+
+    fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+        for shard in &self.0[db as usize] {
+            for (key, item) in &shard.map {
+                let e = Entry {
+                    key,
+                    expire_ms: item.expire,
+                    value: item.val.view(),
+                };
+                if visit(&e).is_break() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Builds the store from an RDB stream (start-up load), straight into the shards.
+pub struct Loader<'a> {
+    pub store: &'a Store,
+    pub expired_skipped: u64,
+    now: i64,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Loader {
+            store,
+            expired_skipped: 0,
+            now: now_ms(),
+        }
+    }
+}
+
+impl LoadVisitor for Loader<'_> {
+    fn begin_db(&mut self, db: DbInfo) -> VisitResult {
+        if db.index as usize >= DATABASES {
+            return Err(format!(
+                "database {} is out of range (this server has {DATABASES})",
+                db.index
+            )
+            .into());
+        }
+        // RESIZEDB is a hint a damaged file can inflate: reserve at most 1M keys ahead.
+        let per_shard = (db.keys.min(1 << 20) as usize).div_ceil(SHARDS);
+        for s in 0..SHARDS {
+            self.store.lock(db.index as usize, s).map.reserve(per_shard);
+        }
+        Ok(())
+    }
+
+    fn key(
+        &mut self,
+        db: u32,
+        key: &[u8],
+        expire: Option<i64>,
+        value: LoadValue<'_>,
+    ) -> VisitResult {
+        let val = match value {
+            LoadValue::Str(s) => Val::Str(s.to_vec()),
+            LoadValue::List(l) => {
+                let mut v = VecDeque::with_capacity(l.len_hint());
+                l.for_each(|e| {
+                    v.push_back(e.to_vec());
+                    Ok(())
+                })?;
+                Val::List(v)
+            }
+            LoadValue::Set(s) => {
+                let mut v = HashSet::with_capacity(s.len_hint());
+                s.for_each(|e| match v.insert(e.to_vec()) {
+                    true => Ok(()),
+                    false => Err("duplicate set member".into()),
+                })?;
+                Val::Set(v)
+            }
+            LoadValue::ZSet(z) => {
+                let mut v = ZSet::default();
+                z.for_each(|m, s| match v.insert(m, s) {
+                    true => Ok(()),
+                    false => Err("duplicate sorted set member".into()),
+                })?;
+                Val::ZSet(v)
+            }
+            LoadValue::Hash(h) => {
+                let mut v = HashMap::with_capacity(h.len_hint());
+                h.for_each(|f, x| match v.insert(f.to_vec(), x.to_vec()) {
+                    None => Ok(()),
+                    Some(_) => Err("duplicate hash field".into()),
+                })?;
+                Val::Hash(v)
+            }
+        };
+        // Redis (as a master) does not load keys that have already expired.
+        if expire.is_some_and(|t| t <= self.now) {
+            self.expired_skipped += 1;
+            return Ok(());
+        }
+        let mut shard = self.store.lock_key(db as usize, key);
+        if shard.map.contains_key(key) {
+            return Err("duplicate key".into());
+        }
+        shard.insert(key.to_vec(), Item { val, expire });
+        Ok(())
+    }
+}
