@@ -1060,6 +1060,31 @@ impl Server {
                 }
             }
             "debug" => self.debug(c, a, out),
+            // RESP2 only: HELLO 3 gets Redis's NOPROTO (clients then stay on RESP2 or
+            // must be told to, e.g. redis-py's `protocol=2`).
+            "hello" => match a.first().map(|v| int(v)) {
+                None | Some(Some(2)) => {
+                    out.array(14);
+                    for (k, v) in [("server", "redis"), ("version", "7.0.0")] {
+                        out.bulk(k.as_bytes());
+                        out.bulk(v.as_bytes());
+                    }
+                    out.bulk(b"proto");
+                    out.int(2);
+                    out.bulk(b"id");
+                    out.int(c.id as i64);
+                    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+                        out.bulk(k.as_bytes());
+                        out.bulk(v.as_bytes());
+                    }
+                    out.bulk(b"modules");
+                    out.array(0);
+                }
+                Some(Some(_)) => {
+                    out.error("NOPROTO sorry, this protocol version is not supported.")
+                }
+                Some(None) => out.error("ERR Protocol version is not an integer or out of range"),
+            },
             "save" => match tokio::task::block_in_place(|| self.persist.save(&self.store)) {
                 Ok(()) => out.ok(),
                 Err(BgsaveError::InProgress) => {

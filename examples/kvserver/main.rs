@@ -11,7 +11,8 @@
 //! `persist.rs` (SAVE, BGSAVE, save points, INFO persistence), then `commands.rs`.
 //! Flags as redis-server's: `--port --bind --dir --dbfilename --save --appendonly`, and
 //! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
-//! --cow-budget BYTES`.
+//! --cow-budget BYTES`; for tests, `--digest-at-fork yes` (INFO shows the DEBUG DIGEST
+//! taken with the store frozen for each BGSAVE's fork).
 
 mod commands;
 mod persist;
@@ -59,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
             rdb_version: None,
             cow_budget: None,
             appendonly: false,
+            digest_at_fork: false,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -88,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--lzf" => a.cfg.lzf = yes(val()?)?,
+            "--digest-at-fork" => a.cfg.digest_at_fork = yes(val()?)?,
             "--direct" => a.cfg.direct = Some(yes(val()?)?),
             "--rdb-version" => {
                 a.cfg.rdb_version = Some(val()?.parse().map_err(|e| format!("--rdb-version: {e}"))?)

@@ -27,6 +27,9 @@ pub struct Config {
     pub rdb_version: Option<u8>,
     pub cow_budget: Option<u64>,
     pub appendonly: bool,
+    /// Tests: compute DEBUG DIGEST with the store frozen, just before each BGSAVE's
+    /// fork, and show it in INFO (`forksnap_fork_digest`).
+    pub digest_at_fork: bool,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ struct State {
     last: Option<SnapshotReport>,
     loaded_keys: u64,
     loaded_expired: u64,
+    fork_digest: Option<forksnap::Digest>,
 }
 
 pub struct Persist {
@@ -164,9 +168,15 @@ impl Persist {
         if st.running.is_some() {
             return Err(BgsaveError::InProgress);
         }
-        let opts = self.config().options();
+        let (opts, digest) = {
+            let cfg = self.config();
+            (cfg.options(), cfg.digest_at_fork)
+        };
         let frozen = store.freeze();
         st.dirty_at_fork = store.dirty.load(Relaxed);
+        if digest {
+            st.fork_digest = Some(forksnap::dataset_digest(&frozen));
+        }
         let started = opts.start(&frozen);
         drop(frozen); // serving again; the child keeps the frozen image
         st.last_try = unix_secs();
@@ -311,7 +321,8 @@ impl Persist {
             "forksnap_current_bytes_written:{}\r\nforksnap_last_bytes_written:{}\r\n\
              forksnap_last_wall_ms:{}\r\nforksnap_last_child_cpu_ms:{}\r\n\
              forksnap_last_cow_peak:{}\r\nforksnap_last_write_p99_us:{}\r\n\
-             forksnap_last_backend:{}\r\nforksnap_format:{}\r\nforksnap_lzf:{}\r\n",
+             forksnap_last_backend:{}\r\nforksnap_format:{}\r\nforksnap_lzf:{}\r\n\
+             forksnap_fork_digest:{}\r\n",
             progress.bytes_written,
             last.map_or(0, |r| r.bytes_written),
             last.map_or(0, |r| r.wall.as_millis()),
@@ -325,6 +336,7 @@ impl Persist {
                 Format::Lz4 => "lz4",
             },
             cfg.lzf as u8,
+            st.fork_digest.map_or(String::new(), |d| d.to_string()),
         );
     }
 

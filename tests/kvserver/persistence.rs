@@ -1,0 +1,251 @@
+//! The example's persistence, all through forksnap: BGSAVE under a write load saves the
+//! moment of the fork (Redis 7.0 and Valkey 9.1 load it with that digest), files written
+//! by Redis 6.2, 7.0 and Valkey 9.1 load at start-up, a SIGKILL during BGSAVE loses
+//! nothing, save points and SHUTDOWN save.
+
+use crate::common::{datasets, fill_by_commands, Conn, Kind, Reply, Server};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn info(s: &mut Server, field: &str) -> String {
+    let Reply::Bulk(Some(text)) = s.conn().cmd(&[b"INFO", b"everything"]) else {
+        panic!("INFO did not answer a bulk string")
+    };
+    let text = String::from_utf8(text).unwrap();
+    let prefix = format!("{field}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("INFO has no {field}"))
+        .to_string()
+}
+
+/// Waits for the running BGSAVE to end; its status.
+fn bgsave_done(s: &mut Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while info(s, "rdb_bgsave_in_progress") == "1" {
+        assert!(
+            Instant::now() < deadline,
+            "BGSAVE still running after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info(s, "rdb_last_bgsave_status")
+}
+
+/// Writers on their own connections: strings, counters, lists, sets, hashes and zsets
+/// (integer scores, which every server's digest prints alike), and deletions.
+fn writers(
+    port: u16,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|w| {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(port).unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = format!("w{w}:{}", i % 5000).into_bytes();
+                    let v = i.to_string().into_bytes();
+                    let cmds: [&[&[u8]]; 7] = [
+                        &[b"SET", &k, &v],
+                        &[b"INCR", b"counter"],
+                        &[b"RPUSH", b"list", &v],
+                        &[b"SADD", b"set", &k],
+                        &[b"HSET", b"hash", &k, &v],
+                        &[b"ZADD", b"zset", &v, &k],
+                        &[b"DEL", &k],
+                    ];
+                    for c2 in cmds {
+                        c.send(c2);
+                    }
+                    for _ in 0..cmds.len() {
+                        if let Reply::Error(e) = c.read() {
+                            panic!("writer: {e}");
+                        }
+                    }
+                    i += 1;
+                    done.fetch_add(cmds.len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn bgsave_under_write_load_saves_the_moment_of_the_fork() {
+    let Some(mut kv) = Server::start_args(
+        Kind::KvServer,
+        None,
+        &["--rdb-version", "10", "--digest-at-fork", "yes"],
+    ) else {
+        return;
+    };
+    fill_by_commands(kv.conn(), &datasets::edge_cases(false));
+    kv.conn().ok(&[b"SELECT", b"0"]);
+    kv.conn()
+        .ok(&[b"DEBUG", b"POPULATE", b"300000", b"pop", b"64"]);
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let threads = writers(kv.port, 4, stop.clone(), done.clone());
+    while done.load(Ordering::Relaxed) < 20_000 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = done.load(Ordering::Relaxed);
+    assert_eq!(
+        kv.conn().cmd(&[b"BGSAVE"]),
+        Reply::Status("Background saving started".into())
+    );
+    assert_eq!(
+        kv.conn().cmd(&[b"BGSAVE"]),
+        Reply::Error("ERR Background save already in progress".into()),
+        "a second BGSAVE answers as Redis's"
+    );
+    let want = info(&mut kv, "forksnap_fork_digest");
+    assert_eq!(bgsave_done(&mut kv), "ok", "log:\n{}", kv.log());
+    let during = done.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert!(during > 0, "no write ran during the BGSAVE");
+    assert_ne!(
+        kv.digest(),
+        want,
+        "the writes after the fork changed nothing?"
+    );
+    let file = std::fs::read(kv.path("dump.rdb")).unwrap();
+    eprintln!("{during} writes during the BGSAVE; fork digest {want}");
+
+    let mut again = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
+    assert_eq!(again.digest(), want, "kvserver restarted from its file");
+    let Some(mut redis) = Server::start_with(Kind::Redis70, Some(&file)) else {
+        return;
+    };
+    assert_eq!(redis.digest(), want, "Redis 7.0 loading the example's file");
+    // Valkey 9.1's DEBUG DIGEST is not Redis 7.0's (its hashing differs), so Valkey
+    // proves what it loaded by saving it again for the example to load.
+    let Some(mut valkey) = Server::start_with(Kind::Valkey91, Some(&file)) else {
+        return;
+    };
+    let resaved = valkey.save_file();
+    let mut back = Server::start_with(Kind::KvServer, Some(&resaved)).unwrap();
+    assert_eq!(back.digest(), want, "Valkey 9.1 loaded and saved again");
+}
+
+#[test]
+fn files_of_redis_and_valkey_load_at_start_up() {
+    let ks = datasets::edge_cases(true);
+    // Valkey 9.1's DEBUG DIGEST is not Redis 7.0's (its hashing differs): the example
+    // (Redis 7.0's digest) is compared with Redis 7.0's digest of the same data.
+    let mut redis_digest = String::new();
+    for kind in [Kind::Redis62, Kind::Redis70, Kind::Valkey91] {
+        let Some(mut s) = Server::start(kind) else {
+            return;
+        };
+        fill_by_commands(s.conn(), &ks);
+        let want = match kind {
+            Kind::Valkey91 => redis_digest.clone(),
+            _ => s.digest(),
+        };
+        if kind == Kind::Redis70 {
+            redis_digest = want.clone();
+        }
+        let file = s.save_file();
+        drop(s);
+        let mut kv = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
+        assert_eq!(
+            kv.digest(),
+            want,
+            "{kind:?}'s file loaded into the example; log:\n{}",
+            kv.log()
+        );
+        assert!(kv.log().contains("DB loaded from disk"), "{}", kv.log());
+    }
+}
+
+#[test]
+fn a_sigkill_during_bgsave_keeps_the_previous_file() {
+    let Some(mut kv) = Server::start(Kind::KvServer) else {
+        return;
+    };
+    kv.conn().ok(&[b"DEBUG", b"POPULATE", b"1000"]);
+    kv.conn().ok(&[b"SAVE"]);
+    let saved = std::fs::read(kv.path("dump.rdb")).unwrap();
+    let want = kv.digest();
+    kv.conn()
+        .ok(&[b"DEBUG", b"POPULATE", b"3000000", b"big", b"100"]);
+    assert_eq!(
+        kv.conn().cmd(&[b"BGSAVE"]),
+        Reply::Status("Background saving started".into())
+    );
+    assert_eq!(
+        info(&mut kv, "rdb_bgsave_in_progress"),
+        "1",
+        "the BGSAVE ended before the kill"
+    );
+    kv.kill9();
+    // The child notices its parent's death within 250 ms and leaves without renaming.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::read(kv.path("dump.rdb")).unwrap(),
+        saved,
+        "the previous file changed"
+    );
+    let mut again = Server::start_with(Kind::KvServer, Some(&saved)).unwrap();
+    assert_eq!(again.digest(), want);
+    assert_eq!(again.conn().int(&[b"DBSIZE"]), 1000);
+}
+
+#[test]
+fn save_points_and_shutdown_save() {
+    let Some(mut kv) = Server::start_args(Kind::KvServer, None, &["--save", "1 1"]) else {
+        return;
+    };
+    assert_eq!(
+        kv.conn().cmd(&[b"CONFIG", b"GET", b"save"]),
+        Reply::Array(Some(vec![
+            Reply::Bulk(Some(b"save".to_vec())),
+            Reply::Bulk(Some(b"1 1".to_vec())),
+        ]))
+    );
+    kv.conn().ok(&[b"SET", b"a", b"1"]);
+    assert_eq!(info(&mut kv, "rdb_changes_since_last_save"), "1");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while info(&mut kv, "rdb_saves") == "0" || info(&mut kv, "rdb_bgsave_in_progress") == "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the save point did not start a BGSAVE in 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(info(&mut kv, "rdb_changes_since_last_save"), "0");
+    let lastsave = kv.conn().int(&[b"LASTSAVE"]).to_string();
+    assert_eq!(info(&mut kv, "rdb_last_save_time"), lastsave);
+    assert!(
+        kv.log().contains("background saving started"),
+        "{}",
+        kv.log()
+    );
+
+    // SHUTDOWN with save points configured saves first, then exits.
+    kv.conn().ok(&[b"SET", b"b", b"2"]);
+    kv.conn().send(&[b"SHUTDOWN"]);
+    assert!(kv.conn().closed(), "SHUTDOWN did not close the connection");
+    let file = std::fs::read(kv.path("dump.rdb")).unwrap();
+    let mut again = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
+    assert_eq!(
+        again.conn().cmd(&[b"GET", b"b"]),
+        Reply::Bulk(Some(b"2".to_vec()))
+    );
+    // SHUTDOWN NOSAVE does not.
+    again.conn().ok(&[b"SET", b"c", b"3"]);
+    again.conn().send(&[b"SHUTDOWN", b"NOSAVE"]);
+    assert!(again.conn().closed());
+    assert!(
+        !again.path("dump.rdb").exists() || std::fs::read(again.path("dump.rdb")).unwrap() == file
+    );
+}
