@@ -40,8 +40,8 @@ pub use fork::{
 };
 #[cfg(target_os = "linux")]
 pub use keyspace::{
-    dataset_digest, format_score, value_digest, BuildError, DbInfo, Digest, Entry, FieldValues,
-    HashView, Keyspace, MemDb, MemKeyspace, MemValue, SeqView, Value, ZSetView,
+    dataset_digest, format_score, prefetch, value_digest, BuildError, DbInfo, Digest, Entry,
+    FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemValue, SeqView, Value, ZSetView,
 };
 #[cfg(target_os = "linux")]
 pub use pressure::{CowFigures, CowSampling};

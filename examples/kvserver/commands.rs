@@ -5,7 +5,7 @@ use crate::resp::Out;
 use crate::store::{now_ms, Guard, Item, Shard, Val, ZSet, DATABASES, SHARDS};
 use crate::Server;
 use forksnap::{dataset_digest, format_score, value_digest, Digest, SavePoints};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub struct Client {
@@ -269,7 +269,7 @@ impl Server {
                     );
                     g.expire_some(now, usize::MAX);
                 }
-                out.bulks(keys.iter().map(Vec::as_slice))
+                out.bulks(keys.iter().map(|k| &k[..]))
             }
             "scan" => self.scan(c, a, out),
             "expire" | "pexpire" | "expireat" | "pexpireat" => self.expire(c, &name, a, out),
@@ -378,7 +378,7 @@ impl Server {
                     return Flow::Continue;
                 };
                 let s = v.to_string().into_bytes();
-                match g.map.get_mut(&a[0]) {
+                match g.map.get_mut(a[0].as_slice()) {
                     Some(i) => i.val = Val::Str(s),
                     None => g.insert(
                         a[0].clone(),
@@ -635,7 +635,7 @@ impl Server {
         }
         out.array(2);
         out.bulk(next.to_string().as_bytes());
-        out.bulks(keys.iter().map(Vec::as_slice));
+        out.bulks(keys.iter().map(|k| &k[..]));
     }
 
     fn exec_collections(&self, c: &mut Client, name: &str, a: &[Vec<u8>], out: &mut Out) -> Flow {
@@ -676,7 +676,7 @@ impl Server {
                     ("smembers", Some(Val::Set(s))) => out.bulks(s.iter().map(Vec::as_slice)),
                     ("hgetall", Some(Val::Hash(h))) => {
                         out.array(h.len() * 2);
-                        for (f, v) in h {
+                        for (f, v) in h.iter() {
                             out.bulk(f);
                             out.bulk(v);
                         }
@@ -768,14 +768,14 @@ impl Server {
                 };
             }
             let val = match name {
-                "lpush" | "rpush" => Val::List(VecDeque::new()),
-                "sadd" => Val::Set(HashSet::new()),
-                "hset" => Val::Hash(HashMap::new()),
-                _ => Val::ZSet(ZSet::default()),
+                "lpush" | "rpush" => Val::List(Box::default()),
+                "sadd" => Val::Set(Box::default()),
+                "hset" => Val::Hash(Box::default()),
+                _ => Val::ZSet(Box::default()),
             };
             g.insert(key.clone(), Item { val, expire: None });
         }
-        let item = g.map.get_mut(key).expect("present");
+        let item = g.map.get_mut(key.as_slice()).expect("present");
         let mut changed = 0usize;
         match (name, &mut item.val) {
             ("lpush", Val::List(l)) => {
@@ -1241,7 +1241,7 @@ impl Server {
                     let g = self.shard(c, k);
                     let d = g
                         .map
-                        .get(k)
+                        .get(k.as_slice())
                         .map_or(Digest::default(), |i| value_digest(&i.val.view(), i.expire));
                     out.status(&d.to_string())
                 }
@@ -1259,7 +1259,7 @@ impl Server {
             let mut key = prefix.to_vec();
             key.extend_from_slice(format!(":{j}").as_bytes());
             let g = &mut guards[self.store.shard_of(&key)];
-            if g.map.contains_key(&key) {
+            if g.map.contains_key(key.as_slice()) {
                 continue;
             }
             let mut val = format!("value:{j}").into_bytes();

@@ -13,6 +13,20 @@
 //! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
 //! --cow-budget BYTES`; for tests, `--digest-at-fork yes` (INFO shows the DEBUG DIGEST
 //! taken with the store frozen for each BGSAVE's fork).
+//!
+//! What differs from Redis 7.0, on purpose (a reference kept small):
+//! - RESP2 only: `HELLO 3` answers `-NOPROTO` (redis-py 8 needs `protocol=2`).
+//! - `ZRANGE` takes index ranges with `REV` and `WITHSCORES`, not `BYSCORE`/`BYLEX`/`LIMIT`;
+//!   `SCAN`'s cursor is a shard number (each call returns whole shards, so `COUNT` is a
+//!   lower bound and every key present for the whole scan comes back exactly once).
+//! - No AOF yet (`appendonly yes` is refused), no replication, no `MULTI`, no pub/sub.
+//! - `INFO` has the sections clients use (server, clients, memory, persistence with
+//!   Redis's field names plus `forksnap_*`, stats, replication, keyspace); `used_memory`
+//!   is the RSS. `CONFIG` knows `save`, `appendonly`, `dir`, `dbfilename`, `databases`.
+//! - Active expiry visits each shard once a second (at most 1000 expired keys a pass);
+//!   expired keys are dropped at load, as a Redis master does.
+//! - `BGSAVE SCHEDULE` while a save runs answers `-ERR Background save already in
+//!   progress` instead of scheduling one.
 
 mod commands;
 mod persist;

@@ -1,7 +1,7 @@
 //! Persistence, all through forksnap: start-up load, SAVE, BGSAVE (fork with the store
 //! frozen by its guards), save points, and INFO persistence with Redis's field names.
 
-use crate::store::{Loader, Store};
+use crate::store::{self, Loader, Store};
 use forksnap::{Format, LoadOptions, RunningSnapshot, SavePoints, SnapshotOptions, SnapshotReport};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -115,20 +115,36 @@ impl Persist {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let t = Instant::now();
-        let mut loader = Loader::new(store);
-        let report = forksnap::load_into(file, &LoadOptions::default(), &mut loader)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = file.metadata().map_or(0, |m| m.len());
+        // Decode on this thread, insert on a second one (see `store::Op`).
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (loaded, inserted, expired) = std::thread::scope(|s| {
+            let inserter = s.spawn(|| store::insert_all(store, rx));
+            let mut loader = Loader::new(bytes, tx);
+            let loaded = forksnap::load_into(file, &LoadOptions::default(), &mut loader)
+                .map_err(|e| e.to_string());
+            let flushed = loader.flush().map_err(|e| e.to_string());
+            let expired = loader.expired_skipped;
+            drop(loader); // closes the channel: the inserter finishes
+            let inserted = inserter
+                .join()
+                .unwrap_or_else(|_| Err("the inserting thread panicked".into()));
+            (loaded.and_then(|r| flushed.map(|()| r)), inserted, expired)
+        });
+        // The inserter's error is the cause when both failed.
+        inserted.map_err(|e| format!("{}: {e}", path.display()))?;
+        let report = loaded.map_err(|e| format!("{}: {e}", path.display()))?;
         tracing::info!(
             path = %path.display(),
-            keys = report.keys - loader.expired_skipped,
-            expired_skipped = loader.expired_skipped,
+            keys = report.keys - expired,
+            expired_skipped = expired,
             rdb_version = report.version,
             secs = t.elapsed().as_secs_f64(),
             "DB loaded from disk"
         );
         let mut st = self.state();
-        st.loaded_keys = report.keys - loader.expired_skipped;
-        st.loaded_expired = loader.expired_skipped;
+        st.loaded_keys = report.keys - expired;
+        st.loaded_expired = expired;
         Ok(())
     }
 

@@ -5,13 +5,17 @@
 
 use forksnap::{DbInfo, Entry, Keyspace, LoadValue, LoadVisitor, Value, VisitResult};
 use std::cmp::Ordering;
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// foldhash: std's SipHash cost a third of the start-up load of short keys.
+pub type Hasher = foldhash::fast::RandomState;
+pub type Map<K, V> = HashMap<K, V, Hasher>;
+pub type Set<K> = HashSet<K, Hasher>;
 
 pub const DATABASES: usize = 16;
 pub const SHARDS: usize = 16;
@@ -39,7 +43,7 @@ impl Ord for Score {
 
 #[derive(Default)]
 pub struct ZSet {
-    pub scores: HashMap<Vec<u8>, f64>,
+    pub scores: Map<Vec<u8>, f64>,
     pub order: BTreeSet<(Score, Vec<u8>)>,
 }
 
@@ -66,12 +70,15 @@ impl ZSet {
     }
 }
 
+#[allow(clippy::box_collection)] // boxed for the entry's size, not by mistake
 pub enum Val {
     Str(Vec<u8>),
-    List(VecDeque<Vec<u8>>),
-    Set(HashSet<Vec<u8>>),
-    ZSet(ZSet),
-    Hash(HashMap<Vec<u8>, Vec<u8>>),
+    // Collections are boxed so that an entry (key, value, expiry) stays 64 bytes: the
+    // table of a 10M-key database is then 640 MB, not 1.2 GB.
+    List(Box<VecDeque<Vec<u8>>>),
+    Set(Box<Set<Vec<u8>>>),
+    ZSet(Box<ZSet>),
+    Hash(Box<Map<Vec<u8>, Vec<u8>>>),
 }
 
 impl Val {
@@ -98,10 +105,10 @@ impl Val {
     pub fn view(&self) -> Value<'_> {
         match self {
             Val::Str(s) => Value::Str(s),
-            Val::List(l) => Value::List(l),
-            Val::Set(s) => Value::Set(s),
+            Val::List(l) => Value::List(&**l),
+            Val::Set(s) => Value::Set(&**s),
             Val::ZSet(z) => Value::ZSet(&z.scores),
-            Val::Hash(h) => Value::Hash(h),
+            Val::Hash(h) => Value::Hash(&**h),
         }
     }
 }
@@ -119,7 +126,7 @@ impl Item {
 
 #[derive(Default)]
 pub struct Shard {
-    pub map: HashMap<Vec<u8>, Item>,
+    pub map: Map<Box<[u8]>, Item>,
     /// Keys with an expiry (for INFO keyspace and the active expiry's skip test).
     pub volatile: usize,
 }
@@ -132,9 +139,9 @@ impl Shard {
         }
         self.map.get_mut(key)
     }
-    pub fn insert(&mut self, key: Vec<u8>, item: Item) {
+    pub fn insert(&mut self, key: impl Into<Box<[u8]>>, item: Item) {
         let adds = item.expire.is_some() as usize;
-        if let Some(old) = self.map.insert(key, item) {
+        if let Some(old) = self.map.insert(key.into(), item) {
             self.volatile -= old.expire.is_some() as usize;
         }
         self.volatile += adds;
@@ -155,7 +162,7 @@ impl Shard {
         if self.volatile == 0 {
             return 0;
         }
-        let dead: Vec<Vec<u8>> = self
+        let dead: Vec<Box<[u8]>> = self
             .map
             .iter()
             .filter(|(_, i)| i.expired(now))
@@ -173,7 +180,9 @@ pub type Guard<'a> = MutexGuard<'a, Shard>;
 
 pub struct Store {
     dbs: Vec<Vec<Mutex<Shard>>>,
-    hasher: RandomState,
+    /// Picks the shard; seeded apart from the maps' hashers, so that the keys of one
+    /// shard do not share their bucket bits.
+    shard_hasher: foldhash::fast::FixedState,
     /// Writes since the last successful save (`rdb_changes_since_last_save`).
     pub dirty: AtomicU64,
 }
@@ -184,12 +193,12 @@ impl Store {
             dbs: (0..DATABASES)
                 .map(|_| (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect())
                 .collect(),
-            hasher: RandomState::new(),
+            shard_hasher: foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15),
             dirty: AtomicU64::new(0),
         }
     }
     pub fn shard_of(&self, key: &[u8]) -> usize {
-        self.hasher.hash_one(key) as usize % SHARDS
+        (self.shard_hasher.hash_one(key) >> 32) as usize % SHARDS
     }
     /// One shard's guard (a poisoned lock is still usable: the data is plain).
     pub fn lock(&self, db: usize, shard: usize) -> Guard<'_> {
@@ -258,7 +267,25 @@ impl Keyspace for Frozen<'_> {
 
     fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
         for shard in &self.0[db as usize] {
+            // Keys and values are allocations of their own: ask for those of the entry
+            // 16 ahead, and for the table's entry 32 ahead, or the walk stalls on a
+            // cache miss at every key.
+            let mut ahead = shard.map.iter().skip(64);
+            let mut further = shard.map.iter().skip(128);
             for (key, item) in &shard.map {
+                if let Some((_, i)) = further.next() {
+                    forksnap::prefetch(i);
+                }
+                if let Some((k, i)) = ahead.next() {
+                    forksnap::prefetch(&**k);
+                    match &i.val {
+                        Val::Str(v) => forksnap::prefetch(v.as_slice()),
+                        Val::List(l) => forksnap::prefetch(&**l),
+                        Val::Set(s) => forksnap::prefetch(&**s),
+                        Val::ZSet(z) => forksnap::prefetch(&**z),
+                        Val::Hash(h) => forksnap::prefetch(&**h),
+                    }
+                }
                 let e = Entry {
                     key,
                     expire_ms: item.expire,
@@ -272,24 +299,102 @@ impl Keyspace for Frozen<'_> {
     }
 }
 
-/// Builds the store from an RDB stream (start-up load), straight into the shards.
-pub struct Loader<'a> {
-    pub store: &'a Store,
-    pub expired_skipped: u64,
-    now: i64,
+/// The start-up load runs on two threads: the `Loader` (forksnap's load visitor) decodes
+/// and builds each value, `insert_all` puts them into the shards; batches of `Op`s pass
+/// between them. Decoding and inserting (a cache miss into a large table per key) each
+/// take about half of a single-threaded load.
+pub enum Op {
+    /// Size a database's shards for this many keys each (from RESIZEDB).
+    Reserve {
+        db: u32,
+        per_shard: usize,
+    },
+    Put {
+        db: u32,
+        key: Box<[u8]>,
+        item: Item,
+    },
 }
 
-impl<'a> Loader<'a> {
-    pub fn new(store: &'a Store) -> Self {
+const BATCH: usize = 4096;
+
+/// Builds the store from an RDB stream (start-up load), straight into the shards.
+pub struct Loader {
+    pub expired_skipped: u64,
+    now: i64,
+    /// The file's size: what bounds a database's key count (see `begin_db`).
+    file_bytes: u64,
+    batch: Vec<Op>,
+    tx: std::sync::mpsc::SyncSender<Vec<Op>>,
+}
+
+impl Loader {
+    pub fn new(file_bytes: u64, tx: std::sync::mpsc::SyncSender<Vec<Op>>) -> Self {
         Loader {
-            store,
             expired_skipped: 0,
             now: now_ms(),
+            file_bytes,
+            batch: Vec::with_capacity(BATCH),
+            tx,
         }
+    }
+
+    fn push(&mut self, op: Op) -> VisitResult {
+        self.batch.push(op);
+        if self.batch.len() == BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch over (an error when the inserting thread has stopped on one).
+    pub fn flush(&mut self) -> VisitResult {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx
+            .send(batch)
+            .map_err(|_| "the inserting thread stopped".into())
     }
 }
 
-impl LoadVisitor for Loader<'_> {
+/// The inserting thread: holds the guards of the database being loaded (no client is
+/// served yet) and puts each key in with one probe of its shard's table.
+pub fn insert_all(store: &Store, rx: std::sync::mpsc::Receiver<Vec<Op>>) -> Result<(), String> {
+    let mut held: Option<(u32, Vec<Guard<'_>>)> = None;
+    for op in rx.into_iter().flatten() {
+        let db = match &op {
+            Op::Reserve { db, .. } | Op::Put { db, .. } => *db,
+        };
+        if held.as_ref().map(|h| h.0) != Some(db) {
+            drop(held.take()); // one database's guards at a time, in (db, shard) order
+            held = Some((db, store.lock_db(db as usize)));
+        }
+        let shards = &mut held.as_mut().expect("just set").1;
+        match op {
+            Op::Reserve { per_shard, .. } => {
+                shards.iter_mut().for_each(|s| s.map.reserve(per_shard))
+            }
+            Op::Put { key, item, .. } => {
+                let shard = &mut shards[store.shard_of(&key)];
+                let volatile = item.expire.is_some() as usize;
+                match shard.map.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        return Err(format!(
+                            "duplicate key {:?} in database {db}",
+                            String::from_utf8_lossy(e.key())
+                        ))
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(item);
+                        shard.volatile += volatile;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl LoadVisitor for Loader {
     fn begin_db(&mut self, db: DbInfo) -> VisitResult {
         if db.index as usize >= DATABASES {
             return Err(format!(
@@ -298,12 +403,15 @@ impl LoadVisitor for Loader<'_> {
             )
             .into());
         }
-        // RESIZEDB is a hint a damaged file can inflate: reserve at most 1M keys ahead.
-        let per_shard = (db.keys.min(1 << 20) as usize).div_ceil(SHARDS);
-        for s in 0..SHARDS {
-            self.store.lock(db.index as usize, s).map.reserve(per_shard);
-        }
-        Ok(())
+        // RESIZEDB sizes the tables up front (growing them during the load rehashes
+        // every key several times), but a damaged file can inflate it: a key takes at
+        // least 8 bytes of file (type, key and value lengths, a few bytes of key and
+        // value), so no more than that is believed.
+        let per_shard = (db.keys.min(self.file_bytes / 8) as usize).div_ceil(SHARDS);
+        self.push(Op::Reserve {
+            db: db.index,
+            per_shard,
+        })
     }
 
     fn key(
@@ -316,7 +424,7 @@ impl LoadVisitor for Loader<'_> {
         let val = match value {
             LoadValue::Str(s) => Val::Str(s.to_vec()),
             LoadValue::List(l) => {
-                let mut v = VecDeque::with_capacity(l.len_hint());
+                let mut v = Box::new(VecDeque::with_capacity(l.len_hint()));
                 l.for_each(|e| {
                     v.push_back(e.to_vec());
                     Ok(())
@@ -324,7 +432,10 @@ impl LoadVisitor for Loader<'_> {
                 Val::List(v)
             }
             LoadValue::Set(s) => {
-                let mut v = HashSet::with_capacity(s.len_hint());
+                let mut v = Box::new(Set::with_capacity_and_hasher(
+                    s.len_hint(),
+                    Hasher::default(),
+                ));
                 s.for_each(|e| match v.insert(e.to_vec()) {
                     true => Ok(()),
                     false => Err("duplicate set member".into()),
@@ -332,7 +443,7 @@ impl LoadVisitor for Loader<'_> {
                 Val::Set(v)
             }
             LoadValue::ZSet(z) => {
-                let mut v = ZSet::default();
+                let mut v = Box::<ZSet>::default();
                 z.for_each(|m, s| match v.insert(m, s) {
                     true => Ok(()),
                     false => Err("duplicate sorted set member".into()),
@@ -340,7 +451,10 @@ impl LoadVisitor for Loader<'_> {
                 Val::ZSet(v)
             }
             LoadValue::Hash(h) => {
-                let mut v = HashMap::with_capacity(h.len_hint());
+                let mut v = Box::new(Map::with_capacity_and_hasher(
+                    h.len_hint(),
+                    Hasher::default(),
+                ));
                 h.for_each(|f, x| match v.insert(f.to_vec(), x.to_vec()) {
                     None => Ok(()),
                     Some(_) => Err("duplicate hash field".into()),
@@ -353,11 +467,10 @@ impl LoadVisitor for Loader<'_> {
             self.expired_skipped += 1;
             return Ok(());
         }
-        let mut shard = self.store.lock_key(db as usize, key);
-        if shard.map.contains_key(key) {
-            return Err("duplicate key".into());
-        }
-        shard.insert(key.to_vec(), Item { val, expire });
-        Ok(())
+        self.push(Op::Put {
+            db,
+            key: key.into(),
+            item: Item { val, expire },
+        })
     }
 }
