@@ -126,6 +126,17 @@ impl SnapshotOptions {
         self.encode.lzf = on;
         self
     }
+    /// Caps the snapshot's disk write rate at `bytes_per_s` (default `None`: no cap), so
+    /// that it does not starve other I/O on the same disk (redis/redis#5518, #4815). A
+    /// token bucket in the child's writer: a write that would pass the rate waits
+    /// (sleeps; never spins) and the encoder runs ahead into the pipeline's buffers; the
+    /// burst is two chunks or 50 ms of the rate. The wait is reported in
+    /// [`BackendStats::throttled_us`](crate::BackendStats::throttled_us). `Some(0)` is
+    /// refused at `start`/`save`.
+    pub fn max_write_rate(mut self, bytes_per_s: Option<u64>) -> Self {
+        self.write.max_write_rate = bytes_per_s;
+        self
+    }
     /// Bytes per chunk, one write each (default 1 MiB; rounded up to whole pages; at
     /// most 64 MiB).
     pub fn chunk_size(mut self, bytes: usize) -> Self {

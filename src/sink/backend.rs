@@ -45,6 +45,9 @@ pub struct BackendStats {
     pub max_us: u64,
     /// Writes that wrote fewer bytes than asked; the rest was written by another call.
     pub short_writes: u64,
+    /// Time the writer waited for the write-rate cap
+    /// ([`SnapshotOptions::max_write_rate`](crate::SnapshotOptions::max_write_rate)), µs.
+    pub throttled_us: u64,
 }
 
 pub(crate) trait Backend: Send {
@@ -82,6 +85,7 @@ fn stats_from(
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
+        throttled_us: 0,
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod io;
 pub mod pipeline;
+pub(crate) mod ratelimit;
 
 pub use backend::{BackendKind, BackendStats};
 pub use io::Step;

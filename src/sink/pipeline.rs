@@ -5,6 +5,7 @@
 
 use super::backend::{Backend, BackendKind, BackendStats, Pwrite, Uring};
 use super::io::{Faults, IgnoreSigxfsz, Io};
+use super::ratelimit::TokenBucket;
 use super::Format;
 use crate::buf::{ChunkBuf, CHUNK_ALIGN};
 use crate::error::{Error, Result};
@@ -14,6 +15,7 @@ use crate::rdb::{encode_with, ChunkSink, EncodeOptions, EncodeSummary};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::{Duration, Instant};
 
 /// How the snapshot's bytes reach the disk.
 #[derive(Clone, Debug)]
@@ -33,6 +35,8 @@ pub struct WriteOptions {
     pub backend: BackendKind,
     /// Register the buffers as io_uring fixed buffers when allowed.
     pub register_buffers: bool,
+    /// Cap on the file's write rate, bytes per second (`None`: as fast as it goes).
+    pub max_write_rate: Option<u64>,
     /// Writer threads the child starts: 0 frames and writes on the encoding thread; 1
     /// (any value above 0) hands chunks to one thread that frames and writes them while
     /// the encoder goes on.
@@ -52,6 +56,7 @@ impl Default for WriteOptions {
             pacing_bytes: 4 << 20,
             backend: BackendKind::Auto,
             register_buffers: true,
+            max_write_rate: None,
             workers: 0,
             faults: Faults::default(),
         }
@@ -71,6 +76,11 @@ impl WriteOptions {
                 "chunk size {} B is above the {MAX_CHUNK_SIZE} B limit",
                 self.chunk_size
             )));
+        }
+        if self.max_write_rate == Some(0) {
+            return Err(Error::InvalidOption(
+                "a write rate of 0 bytes/s would never finish: use None for no cap".into(),
+            ));
         }
         if self.queue_depth > MAX_QUEUE_DEPTH {
             return Err(Error::InvalidOption(format!(
@@ -116,11 +126,30 @@ struct Writer<'a> {
     allocated: Option<u64>,
     /// File bytes submitted, for progress reports from any thread.
     written: &'a AtomicU64,
+    /// The write-rate cap, if any.
+    limit: Option<Box<Limit>>,
+}
+
+/// The write-rate cap, the clock it runs on and the time spent waiting for it.
+struct Limit {
+    bucket: TokenBucket,
+    origin: Instant,
+    waited: Duration,
 }
 
 impl<'a> Writer<'a> {
     fn submit(&mut self, buf: ChunkBuf) -> Result<ChunkBuf> {
         let len = buf.len() as u64;
+        if let Some(l) = self.limit.as_deref_mut() {
+            let wait = l.bucket.take(len, l.origin.elapsed().as_nanos() as u64);
+            if !wait.is_zero() {
+                // Reap what is in flight first (it is done at this rate), so that the
+                // completion latencies do not include the wait; then sleep, never spin.
+                self.backend.drain(self.io)?;
+                std::thread::sleep(wait);
+                l.waited += wait;
+            }
+        }
         self.preallocate(len);
         let free = self.backend.write(self.io, buf, self.offset)?;
         self.offset += len;
@@ -215,7 +244,8 @@ impl<'a> Writer<'a> {
             self.tail(last)?
         };
         self.backend.drain(self.io)?;
-        let stats = self.backend.stats();
+        let mut stats = self.backend.stats();
+        stats.throttled_us = self.limit.as_ref().map_or(0, |l| l.waited.as_micros() as u64);
         let mut bytes_written = self.offset;
         // A preallocated stretch past the data is trimmed with the padded tail.
         let truncate_to = truncate_to.or_else(|| {
@@ -247,7 +277,9 @@ enum ToWriter {
 /// The encoder's sink: the writer inline, or a channel to the writer thread (which sends
 /// emptied buffers back, so memory stays bounded).
 enum Stage<'a> {
-    Inline(Writer<'a>),
+    // Boxed: the writer is large and the threaded variant small (one allocation per
+    // snapshot).
+    Inline(Box<Writer<'a>>),
     Threaded {
         full: SyncSender<ToWriter>,
         free: Receiver<ChunkBuf>,
@@ -369,17 +401,26 @@ fn write_inner(
         direct,
         allocated: Some(0),
         written: &written,
+        // A burst of two chunks or 50 ms of the rate, whichever is more.
+        limit: opts.max_write_rate.map(|rate| {
+            let burst = (2 * chunk as u64).max(rate / 20);
+            Box::new(Limit {
+                bucket: TokenBucket::new(rate, burst, 0),
+                origin: Instant::now(),
+                waited: Duration::ZERO,
+            })
+        }),
     };
     let mut report = |e: &crate::rdb::Encoder<Stage<'_>>, keys: u64| {
         progress(keys, e.bytes(), written.load(Ordering::Relaxed))
     };
     let (io, summary, bytes_written, stats) = if opts.workers == 0 {
         let (stage, last, summary) =
-            encode_with(ks, enc, Stage::Inline(writer), first, &mut report)?;
+            encode_with(ks, enc, Stage::Inline(Box::new(writer)), first, &mut report)?;
         let Stage::Inline(w) = stage else {
             unreachable!("inline stage stays inline")
         };
-        let (io, n, st) = w.finish(last)?;
+        let (io, n, st) = (*w).finish(last)?;
         (io, summary, n, st)
     } else {
         // One writer thread, started here (after fork, in the child): it frames and

@@ -126,8 +126,9 @@ fn bgsave_under_write_load_saves_the_moment_of_the_fork() {
         return;
     };
     assert_eq!(redis.digest(), want, "Redis 7.0 loading the example's file");
-    // Valkey 9.1's DEBUG DIGEST is not Redis 7.0's (its hashing differs), so Valkey
-    // proves what it loaded by saving it again for the example to load.
+    // Valkey 9.1 digests a sorted-set score by its shortest text ("0.1"), Redis 7.0 by
+    // %.17g ("0.10000000000000001"), so their DEBUG DIGESTs differ for such scores:
+    // Valkey proves what it loaded by saving it again for the example to load.
     let Some(mut valkey) = Server::start_with(Kind::Valkey91, Some(&file)) else {
         return;
     };
@@ -139,8 +140,9 @@ fn bgsave_under_write_load_saves_the_moment_of_the_fork() {
 #[test]
 fn files_of_redis_and_valkey_load_at_start_up() {
     let ks = datasets::edge_cases(true);
-    // Valkey 9.1's DEBUG DIGEST is not Redis 7.0's (its hashing differs): the example
-    // (Redis 7.0's digest) is compared with Redis 7.0's digest of the same data.
+    // Valkey 9.1 digests a sorted-set score by its shortest text ("0.1"), Redis 7.0 by
+    // %.17g: the example (Redis 7.0's digest) is compared with Redis 7.0's digest of
+    // the same data.
     let mut redis_digest = String::new();
     for kind in [Kind::Redis62, Kind::Redis70, Kind::Valkey91] {
         let Some(mut s) = Server::start(kind) else {

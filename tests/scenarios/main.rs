@@ -26,3 +26,4 @@ mod registered_buffers;
 mod second_start_is_already_running;
 mod skipped_values_are_counted;
 mod streaming_load;
+mod write_rate_cap;

@@ -61,6 +61,10 @@ struct Cli {
     /// Bytes per chunk (one write), rounded up to whole 4096-byte pages; at most 64 MiB.
     #[arg(long, default_value_t = 1 << 20)]
     chunk_size: usize,
+    /// Cap the snapshot's write rate at this many bytes per second (the library's
+    /// `max_write_rate`; default: no cap). outMB/s then shows the rate held.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_write_rate: Option<u64>,
     /// Writer threads in the child (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1))]
     workers: u64,
@@ -705,7 +709,8 @@ fn snapshot_options(cli: &Cli, c: &Config, path: &Path) -> SnapshotOptions {
         .workers(cli.workers as usize)
         .child_priority(cli.child_priority)
         .queue_depth(cli.queue_depth)
-        .chunk_size(cli.chunk_size);
+        .chunk_size(cli.chunk_size)
+        .max_write_rate(cli.max_write_rate);
     match c.direct {
         Some(on) => opts.direct(on),
         None => opts,
