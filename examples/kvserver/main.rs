@@ -11,7 +11,7 @@
 //! `persist.rs` (SAVE, BGSAVE, save points, INFO persistence), then `commands.rs`.
 //! Flags as redis-server's: `--port --bind --dir --dbfilename --save --appendonly`, and
 //! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
-//! --cow-budget BYTES --no-thp`; for tests, `--digest-at-fork yes` (INFO shows the DEBUG DIGEST
+//! --cow-budget BYTES --thp`; for tests, `--digest-at-fork yes` (INFO shows the DEBUG DIGEST
 //! taken with the store frozen for each BGSAVE's fork).
 //!
 //! What differs from Redis 7.0, on purpose (a reference kept small):
@@ -25,8 +25,6 @@
 //!   is the RSS. `CONFIG` knows `save`, `appendonly`, `dir`, `dbfilename`, `databases`.
 //! - Active expiry visits each shard once a second (at most 1000 expired keys a pass);
 //!   expired keys are dropped at load, as a Redis master does.
-//! - `BGSAVE SCHEDULE` while a save runs answers `-ERR Background save already in
-//!   progress` instead of scheduling one.
 
 mod commands;
 mod persist;
@@ -109,7 +107,7 @@ fn parse_args() -> Result<Args, String> {
             "--rdb-version" => {
                 a.cfg.rdb_version = Some(val()?.parse().map_err(|e| format!("--rdb-version: {e}"))?)
             }
-            "--no-thp" => {} // read by exec_with_huge_pages
+            "--thp" => {} // read by exec_with_huge_pages
             "--cow-budget" => {
                 a.cfg.cow_budget = Some(val()?.parse().map_err(|e| format!("--cow-budget: {e}"))?)
             }
@@ -119,17 +117,18 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Huge pages for the heap: glibc's `glibc.malloc.hugetlb=1` tunable, which glibc reads
-/// only at start-up, hence a re-exec of ourselves with it set. Fork then copies one
-/// page-table entry per 2 MiB instead of one per 4 KiB, and the fork is the time the
-/// store stays frozen for BGSAVE (10M keys: 130 ms -> 50 ms measured). On this kernel a
-/// write after fork still copies 4 KiB of a huge page, not 2 MiB (ANCHORS.md), which is
-/// why Redis's advice to disable THP does not apply. `--no-thp` keeps 4 KiB pages.
+/// `--thp`: the heap in huge pages, through glibc's `glibc.malloc.hugetlb=1` tunable,
+/// which glibc reads only at start-up, hence a re-exec of ourselves with it set. Fork
+/// then copies one page-table entry per 2 MiB instead of one per 4 KiB, and the fork is
+/// the time the store stays frozen for BGSAVE (10M keys: 38-46 ms instead of 86-89 ms),
+/// but the start-up load of the same keys takes 7.6-8.4 s instead of 6.3-6.6 s
+/// (docs/PERFORMANCE.md), so it is not the default. (On this kernel a write after fork
+/// copies 4 KiB of a huge page, not 2 MiB, so Redis's advice against THP does not apply.)
 fn exec_with_huge_pages() {
     use std::os::unix::process::CommandExt;
     const TUNABLE: &str = "glibc.malloc.hugetlb=1";
     let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if current.contains("glibc.malloc.hugetlb") || std::env::args().any(|a| a == "--no-thp") {
+    if current.contains("glibc.malloc.hugetlb") || !std::env::args().any(|a| a == "--thp") {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {

@@ -322,3 +322,37 @@ fn malformed_requests_close_only_that_client() {
     }
     assert_eq!(kv.conn().cmd(&[b"PING"]), Reply::Status("PONG".into()));
 }
+
+/// An expired key reads as missing at once (lazy expiry, whatever the active expiry has
+/// done yet), and keys nobody touches leave the tables within seconds (active expiry).
+#[test]
+fn keys_expire_actively_and_lazily() {
+    let Some(mut kv) = Server::start(Kind::KvServer) else {
+        return;
+    };
+    for i in 0..100 {
+        kv.conn()
+            .ok(&[b"SET", format!("t{i}").as_bytes(), b"v", b"PX", b"50"]);
+    }
+    kv.conn().ok(&[b"SET", b"lazy", b"v", b"PX", b"50"]);
+    kv.conn().ok(&[b"SET", b"keep", b"v"]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        kv.conn().cmd(&[b"GET", b"lazy"]),
+        Reply::Bulk(None),
+        "lazy expiry"
+    );
+    // DBSIZE counts what the tables hold: only active expiry empties them untouched.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kv.conn().int(&[b"DBSIZE"]) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "active expiry left keys for 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        kv.conn().cmd(&[b"GET", b"keep"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+}
