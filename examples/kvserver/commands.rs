@@ -1216,6 +1216,7 @@ impl Server {
         match sub.as_str() {
             // DEBUG POPULATE count [prefix] [size]: Redis's keys and values exactly.
             "populate" if (2..=4).contains(&a.len()) => {
+                // Redis answers a count that is not a number as a negative one.
                 let Some(count) = int(&a[1]).filter(|&n| n >= 0) else {
                     return out.error("ERR value is out of range, must be positive");
                 };

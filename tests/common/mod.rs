@@ -152,45 +152,21 @@ impl Server {
             let _ = std::fs::remove_file(d.path().join("server.log"));
             let port = free_port();
             let mut cmd = Command::new(&bin);
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--dbfilename", "dump.rdb", "--dir"])
+                .arg(d.path());
             if kind == Kind::KvServer {
                 let log = std::fs::File::create(d.path().join("server.log")).unwrap();
-                cmd.args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--dbfilename", "dump.rdb", "--dir"])
-                .arg(d.path())
-                .stderr(log);
+                cmd.stderr(log);
             } else {
-                cmd.args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args([
-                    "--appendonly",
-                    "no",
-                    "--daemonize",
-                    "no",
-                    "--dbfilename",
-                    "dump.rdb",
-                ])
-                .arg("--dir")
-                .arg(d.path())
-                .args(["--logfile", "server.log", "--databases", "16"])
-                .args([
-                    "--proto-max-bulk-len",
-                    "1gb",
-                    "--client-query-buffer-limit",
-                    "1gb",
-                ]);
+                cmd.args(["--appendonly", "no", "--daemonize", "no"])
+                    .args(["--logfile", "server.log", "--databases", "16"])
+                    .args([
+                        "--proto-max-bulk-len",
+                        "1gb",
+                        "--client-query-buffer-limit",
+                        "1gb",
+                    ]);
                 if kind != Kind::Redis62 {
                     cmd.args(["--enable-debug-command", "yes"]);
                 }
