@@ -199,11 +199,12 @@ pub trait Keyspace {
 /// Hints the CPU to start loading the memory `data` starts at (its first cache line).
 ///
 /// For a [`Keyspace::walk`] whose keys and values live in allocations of their own (a
-/// hash map of `Box<[u8]>` keys and `Vec<u8>` values): hinting the key and value of the
-/// entry 16 ahead of the one being visited keeps the child from stalling on a cache miss
-/// at each key's first byte. [`MemKeyspace`] does it; on 10M small keys it halved the
-/// child's CPU time, and examples/kvserver's walk measured the same. A hint only: it
-/// reads nothing and never faults, whatever `data` is.
+/// hash map of `Box<[u8]>` keys and `Vec<u8>` values): hinting the key and value of an
+/// entry some way ahead of the one being visited (16 to 64 entries measured alike) keeps
+/// the child from stalling on a cache miss at each key's first byte. [`MemKeyspace`]
+/// does it (halving the child's CPU on 10M small keys); examples/kvserver's walk went
+/// from 10.0 s to 6.6–7.3 s of child CPU. A hint only: it reads nothing and never
+/// faults, whatever `data` is.
 ///
 /// ```
 /// let keys: Vec<Box<[u8]>> = (0..100).map(|i| format!("key:{i}").into_bytes().into()).collect();
