@@ -251,3 +251,20 @@ fn save_points_and_shutdown_save() {
         !again.path("dump.rdb").exists() || std::fs::read(again.path("dump.rdb")).unwrap() == file
     );
 }
+
+/// `--format lz4`: SAVE writes a standard LZ4 frame, and the next start loads it.
+#[test]
+fn an_lz4_framed_save_loads_at_start_up() {
+    let Some(mut kv) = Server::start_args(Kind::KvServer, None, &["--format", "lz4"]) else {
+        return;
+    };
+    fill_by_commands(kv.conn(), &datasets::edge_cases(false));
+    kv.conn().ok(&[b"SELECT", b"0"]);
+    kv.conn().ok(&[b"DEBUG", b"POPULATE", b"20000"]);
+    let want = kv.digest();
+    kv.conn().ok(&[b"SAVE"]);
+    let file = std::fs::read(kv.path("dump.rdb")).unwrap();
+    assert_eq!(&file[..4], &[0x04, 0x22, 0x4D, 0x18], "not an LZ4 frame");
+    let mut again = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
+    assert_eq!(again.digest(), want, "log:\n{}", again.log());
+}
