@@ -135,27 +135,3 @@ impl Out {
         self.0.extend_from_slice(b"\r\n");
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_split_anywhere_parse_once_complete() {
-        let req = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
-        for cut in 0..req.len() {
-            assert!(parse(&req[..cut]).unwrap().is_none(), "cut at {cut}");
-        }
-        let (args, used) = parse(req).unwrap().unwrap();
-        assert_eq!(
-            (args, used),
-            (vec![b"GET".to_vec(), b"k".to_vec()], req.len())
-        );
-        let (args, _) = parse(b"PING  hello\r\n").unwrap().unwrap();
-        assert_eq!(args, vec![b"PING".to_vec(), b"hello".to_vec()]);
-        assert!(parse(b"*1\r\n$999999999999\r\n").is_err());
-        assert!(parse(b"*1\r\nx").is_err());
-        // A 512 MB bulk announced is not allocated: it waits for the bytes.
-        assert!(parse(b"*1\r\n$536870912\r\nabc").unwrap().is_none());
-    }
-}

@@ -365,3 +365,23 @@ fn keys_expire_actively_and_lazily() {
         Reply::Bulk(Some(b"v".to_vec()))
     );
 }
+
+/// A request cut anywhere (sent a byte at a time) is answered once it is complete, and
+/// pipelined requests in one write are answered in order.
+#[test]
+fn requests_split_anywhere_are_answered_once_complete() {
+    let Some(mut kv) = Server::start(Kind::KvServer) else {
+        return;
+    };
+    kv.conn().ok(&[b"SET", b"k", b"v"]);
+    let mut c = Conn::connect(kv.port).unwrap();
+    for b in b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" {
+        c.send_raw(&[*b]);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(c.read(), Reply::Bulk(Some(b"v".to_vec())));
+    c.send_raw(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nPING\r\n");
+    assert_eq!(c.read(), Reply::Status("PONG".into()));
+    assert_eq!(c.read(), Reply::Bulk(Some(b"hi".to_vec())));
+    assert_eq!(c.read(), Reply::Status("PONG".into()));
+}
