@@ -2,7 +2,7 @@
 //! file), buffered writes where it does not, and an error only when asked for.
 
 use crate::common::{self, datasets, temp_files};
-use forksnap::{BackendKind, Error, Faults, SnapshotOptions, Step};
+use forksnap::{BackendKind, Error, Faults, MemKeyspace, SnapshotOptions, SnapshotReport, Step};
 use std::path::Path;
 
 fn fs_type(dir: &Path) -> i64 {
@@ -19,6 +19,18 @@ fn fs_type(dir: &Path) -> i64 {
 const EXT4: i64 = 0xEF53;
 const XFS: i64 = 0x5846_5342;
 
+/// Forks a snapshot with `opts`, checks that its backend reason says `why`, that the file
+/// holds exactly the bytes reported (a preallocated stretch is trimmed), and that it
+/// loads back equal to `ks`.
+fn snapshot_says(opts: SnapshotOptions, ks: &MemKeyspace, why: &str) -> SnapshotReport {
+    let r = opts.start(ks).unwrap().wait().unwrap();
+    assert!(r.backend_reason.contains(why), "{}", r.backend_reason);
+    assert_eq!(std::fs::metadata(&r.path).unwrap().len(), r.bytes_written);
+    let (back, _) = forksnap::load_file(&r.path, &Default::default()).unwrap();
+    common::assert_same_data(ks, &back);
+    r
+}
+
 #[test]
 fn the_default_takes_o_direct_where_the_file_system_accepts_it() {
     let _serial = common::fork_lock();
@@ -29,23 +41,12 @@ fn the_default_takes_o_direct_where_the_file_system_accepts_it() {
         kind == EXT4 || kind == XFS,
         "this test needs its temp dir on ext4 or XFS, found file system type {kind:#x}"
     );
-    let path = dir.path().join("d.rdb");
-    let r = SnapshotOptions::new(&path)
-        .start(&ks)
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert!(
-        r.backend_reason
-            .contains("O_DIRECT (auto: the file system accepts it)"),
-        "{}",
-        r.backend_reason
+    let r = snapshot_says(
+        SnapshotOptions::new(dir.path().join("d.rdb")),
+        &ks,
+        "O_DIRECT (auto: the file system accepts it)",
     );
     assert_eq!(r.backend, Some(BackendKind::Uring), "{}", r.backend_reason);
-    // Preallocated 64 MiB ahead, padded to a page: trimmed to the data exactly.
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), r.bytes_written);
-    let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
-    common::assert_same_data(&ks, &back);
 }
 
 /// A failing `fallocate` (no support, or no room for the stretch ahead) only ends the
@@ -56,22 +57,10 @@ fn a_failed_preallocation_is_not_an_error() {
     let ks = datasets::populate(50_000, 100);
     let dir = tempfile::tempdir().unwrap();
     for (nth, errno) in [(1, libc::EOPNOTSUPP), (1, libc::ENOSPC)] {
-        let path = dir.path().join(format!("f{errno}.rdb"));
-        let r = SnapshotOptions::new(&path)
+        let opts = SnapshotOptions::new(dir.path().join(format!("f{errno}.rdb")))
             .chunk_size(1 << 20)
-            .faults(Faults::default().fail(Step::Fallocate, nth, errno))
-            .start(&ks)
-            .unwrap()
-            .wait()
-            .unwrap();
-        assert!(
-            r.backend_reason.contains("O_DIRECT"),
-            "{}",
-            r.backend_reason
-        );
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), r.bytes_written);
-        let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
-        common::assert_same_data(&ks, &back);
+            .faults(Faults::default().fail(Step::Fallocate, nth, errno));
+        snapshot_says(opts, &ks, "O_DIRECT");
     }
 }
 
@@ -85,22 +74,13 @@ fn a_refusal_means_buffered_writes_by_default_and_an_error_when_required() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.rdb");
     let refuse = || Faults::default().fail(Step::Direct, 1, libc::EINVAL);
-    let r = SnapshotOptions::new(&path)
-        .faults(refuse())
-        .start(&ks)
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert!(
-        r.backend_reason
-            .contains("buffered writes (auto: the file system refused O_DIRECT: Invalid argument"),
-        "{}",
-        r.backend_reason
+    let r = snapshot_says(
+        SnapshotOptions::new(&path).faults(refuse()),
+        &ks,
+        "buffered writes (auto: the file system refused O_DIRECT: Invalid argument",
     );
     assert_eq!(r.backend, Some(BackendKind::Pwrite), "{}", r.backend_reason);
     let before = std::fs::read(&path).unwrap();
-    let (back, _) = forksnap::load_file(&path, &Default::default()).unwrap();
-    common::assert_same_data(&ks, &back);
     match SnapshotOptions::new(&path)
         .direct(true)
         .faults(refuse())
