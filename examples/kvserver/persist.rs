@@ -71,6 +71,18 @@ struct State {
     fork_digest: Option<forksnap::Digest>,
 }
 
+impl State {
+    /// A save succeeded: the writes it holds (`dirty` when the store was frozen) are no
+    /// longer changes since the last save.
+    fn saved(&mut self, report: SnapshotReport, store: &Store, dirty: u64) {
+        store.dirty.fetch_sub(dirty, Relaxed);
+        self.last_save = unix_secs();
+        self.last_ok = true;
+        self.saves += 1;
+        self.last = Some(report);
+    }
+}
+
 pub struct Persist {
     pub cfg: Mutex<Config>,
     state: Mutex<State>,
@@ -162,12 +174,8 @@ impl Persist {
         st.last_try = unix_secs();
         match r {
             Ok(report) => {
-                store.dirty.fetch_sub(dirty, Relaxed);
-                st.last_save = unix_secs();
-                st.last_ok = true;
-                st.saves += 1;
                 tracing::info!(keys = report.keys(), "DB saved on disk");
-                st.last = Some(report);
+                st.saved(report, store, dirty);
                 Ok(())
             }
             Err(e) => {
@@ -238,10 +246,6 @@ impl Persist {
                     return;
                 }
                 Ok(Some(report)) => {
-                    store.dirty.fetch_sub(st.dirty_at_fork, Relaxed);
-                    st.last_save = unix_secs();
-                    st.last_ok = true;
-                    st.saves += 1;
                     st.fork_usec = report.fork_us;
                     st.last_bgsave_secs = report.wall.as_secs() as i64;
                     tracing::info!(
@@ -251,7 +255,8 @@ impl Persist {
                         cow_peak = report.cow.peak_bytes,
                         "background saving terminated with success"
                     );
-                    st.last = Some(report);
+                    let dirty = st.dirty_at_fork;
+                    st.saved(report, store, dirty);
                 }
                 Err(e) => {
                     st.last_ok = false;
