@@ -91,6 +91,18 @@ pub enum Error {
         /// The visitor's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An append-only file or its manifest is malformed, or the AOF directory is not in a
+    /// state that can be loaded (a listed file missing, a cut-off command before the last
+    /// file's end). Nothing was changed on disk.
+    Aof {
+        /// The file.
+        path: PathBuf,
+        /// Where in it: `line N` (a manifest) or `byte N` (an AOF file); empty when the
+        /// whole file is meant.
+        at: String,
+        /// What is wrong.
+        what: String,
+    },
     /// The child made no progress (no report, no CPU time, no disk wait) for `seconds`
     /// and was killed; see `SnapshotOptions::stall_timeout`.
     Stalled {
@@ -181,6 +193,10 @@ impl fmt::Display for Error {
                 key,
                 source,
             } => write!(f, "key {key:?} at byte {offset} was refused: {source}"),
+            Error::Aof { path, at, what } if at.is_empty() => {
+                write!(f, "AOF {}: {what}", path.display())
+            }
+            Error::Aof { path, at, what } => write!(f, "AOF {} at {at}: {what}", path.display()),
             Error::Stalled { seconds, keys } => write!(
                 f,
                 "snapshot child made no progress for {seconds} s after {keys} keys and was killed: \

@@ -27,10 +27,14 @@ macro_rules! internal_modules {
         mod $m;
     )*};
 }
-internal_modules!(buf, error, fork, frame, keyspace, pressure, rdb, sink);
+internal_modules!(aof, buf, error, fork, frame, keyspace, pressure, rdb, sink);
 
 // The public API: what a server uses. Everything else is private (see ARCHITECTURE.md,
 // "API boundary").
+#[cfg(target_os = "linux")]
+pub use aof::{
+    Aof, AofLoadReport, AofOptions, AofStats, AofVisitor, AppendStats, Fsync, RewriteReport,
+};
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]

@@ -269,6 +269,37 @@ impl Io {
         }
     }
 
+    /// Counts one occurrence of `step` against the plan (the AOF's steps).
+    pub(crate) fn gate_step(&mut self, step: Step) -> Result<()> {
+        self.gate(step).map(|_| ())
+    }
+
+    /// The error of `step` failing with `errno` (named as the plan names it).
+    pub(crate) fn step_error(&self, step: Step, errno: i32) -> Error {
+        self.err(step, errno)
+    }
+
+    /// Writes all of `data` at `offset` with `pwrite`, each call counted as a write.
+    pub(crate) fn pwrite_all(&mut self, fd: &OwnedFd, data: &[u8], offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let mut len = data.len() - done;
+            if matches!(self.write_gate_at(at)?, WriteGate::Short) {
+                len = len.div_ceil(2);
+            }
+            // SAFETY: pwrite from a live slice into an open descriptor.
+            let n = unsafe {
+                libc::pwrite(fd.as_raw_fd(), data[done..].as_ptr().cast(), len, at as i64)
+            };
+            if n <= 0 {
+                return Err(self.write_error(if n == 0 { libc::EIO } else { errno() }, at));
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
     /// A failed write at file offset `offset`.
     pub fn write_error(&self, errno: i32, offset: u64) -> Error {
         Error::Io {
