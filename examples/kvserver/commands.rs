@@ -87,9 +87,21 @@ const COMMANDS: &[(&str, i32)] = &[
     ("debug", -2),
     ("save", 1),
     ("bgsave", -1),
+    ("bgrewriteaof", 1),
     ("lastsave", 1),
     ("shutdown", -1),
 ];
+
+/// The commands that change data: what an AOF may hold (SELECT, MULTI and EXEC are the
+/// loader's).
+pub fn is_write(name: &[u8]) -> bool {
+    const WRITES: &[&str] = &[
+        "set", "del", "unlink", "expire", "pexpire", "expireat", "pexpireat", "persist", "mset",
+        "incr", "incrby", "decr", "decrby", "append", "lpush", "rpush", "lpop", "rpop", "sadd",
+        "srem", "zadd", "zrem", "hset", "hdel", "flushdb", "flushall",
+    ];
+    WRITES.iter().any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
+}
 
 fn int(a: &[u8]) -> Option<i64> {
     std::str::from_utf8(a).ok()?.parse().ok()
@@ -166,8 +178,18 @@ impl Server {
         self.store.lock_key(c.db, key)
     }
 
-    fn write(&self) {
+    /// A write happened: counted for save points, and logged to the AOF as `name a…`
+    /// (call with the key's shard still locked).
+    fn wrote(&self, c: &Client, name: &str, a: &[Vec<u8>]) {
         self.store.touch(1);
+        self.log(c, name, a);
+    }
+
+    fn log(&self, c: &Client, name: &str, a: &[Vec<u8>]) {
+        let argv: Vec<&[u8]> = std::iter::once(name.as_bytes())
+            .chain(a.iter().map(|x| &x[..]))
+            .collect();
+        crate::aof::propagate(c.db, &argv);
     }
 
     pub fn exec(&self, c: &mut Client, args: &[Vec<u8>], out: &mut Out) -> Flow {
@@ -233,7 +255,7 @@ impl Server {
                 } else {
                     self.flush(c.db);
                 }
-                self.write();
+                self.wrote(c, &name, a);
                 out.ok()
             }
             "exists" | "del" | "unlink" => {
@@ -247,6 +269,7 @@ impl Server {
                 }
                 if name != "exists" && count > 0 {
                     self.store.touch(count as u64);
+                    self.log(c, &name, a);
                 }
                 out.int(count)
             }
@@ -296,7 +319,7 @@ impl Server {
                 let had = g.live(&a[0], now_ms()).is_some_and(|i| i.expire.is_some());
                 if had {
                     g.set_expire(&a[0], None);
-                    self.write();
+                    self.wrote(c, &name, a);
                 }
                 out.int(had as i64)
             }
@@ -343,6 +366,7 @@ impl Server {
                     );
                 }
                 self.store.touch(keys.len() as u64);
+                self.log(c, &name, a);
                 out.ok()
             }
             "incr" | "decr" | "incrby" | "decrby" => {
@@ -388,7 +412,7 @@ impl Server {
                         },
                     ),
                 }
-                self.write();
+                self.wrote(c, &name, a);
                 out.int(v)
             }
             "append" => {
@@ -415,7 +439,7 @@ impl Server {
                         a[1].len()
                     }
                 };
-                self.write();
+                self.wrote(c, &name, a);
                 out.int(len as i64)
             }
             "strlen" => {
@@ -435,7 +459,10 @@ impl Server {
 
     fn flush(&self, db: usize) {
         for mut g in self.store.lock_db(db) {
-            *g = Shard::default();
+            *g = Shard {
+                db,
+                ..Shard::default()
+            };
         }
     }
 
@@ -515,7 +542,16 @@ impl Server {
                 expire,
             },
         );
-        self.write();
+        self.store.touch(1);
+        // Logged in its propagated form: a relative expiry becomes PXAT, as Redis 7 logs it.
+        let (k, v) = (&a[0][..], &a[1][..]);
+        match (expire, keepttl) {
+            (_, true) => crate::aof::propagate(c.db, &[b"SET", k, v, b"KEEPTTL"]),
+            (Some(at), false) => {
+                crate::aof::propagate(c.db, &[b"SET", k, v, b"PXAT", at.to_string().as_bytes()])
+            }
+            (None, false) => crate::aof::propagate(c.db, &[b"SET", k, v]),
+        }
         if !get {
             out.ok()
         }
@@ -576,7 +612,12 @@ impl Server {
         } else {
             g.set_expire(&a[0], Some(at));
         }
-        self.write();
+        self.store.touch(1);
+        if at <= now {
+            crate::aof::propagate(c.db, &[b"DEL", &a[0]]);
+        } else {
+            crate::aof::propagate(c.db, &[b"PEXPIREAT", &a[0], at.to_string().as_bytes()]);
+        }
         out.int(1)
     }
 
@@ -841,6 +882,7 @@ impl Server {
         }
         if changed > 0 {
             self.store.touch(changed as u64);
+            self.log(c, name, a);
         }
     }
 
@@ -1105,6 +1147,19 @@ impl Server {
                 }
             }
             "lastsave" => out.int(self.persist.lastsave()),
+            "bgrewriteaof" => {
+                if crate::aof::current().is_some_and(|a| a.stats().rewrite_running) {
+                    return out.error("ERR Background append only file rewriting already in progress");
+                }
+                if self.persist.in_progress() {
+                    crate::aof::REWRITE.lock().unwrap_or_else(|e| e.into_inner()).scheduled = true;
+                    return out.status("Background append only file rewriting scheduled");
+                }
+                match tokio::task::block_in_place(|| self.bgrewriteaof()) {
+                    Ok(()) => out.status("Background append only file rewriting started"),
+                    Err(e) => out.error(&format!("ERR {e}")),
+                }
+            }
             "shutdown" => {
                 let (mut save, mut nosave) = (false, false);
                 for o in a {
@@ -1120,6 +1175,9 @@ impl Server {
                 let save = save || (!nosave && !self.persist.config().save.is_empty());
                 if save && tokio::task::block_in_place(|| self.persist.save(&self.store)).is_err() {
                     return out.error("ERR Errors trying to SHUTDOWN. Check logs.");
+                }
+                if let Err(e) = tokio::task::block_in_place(|| self.close_aof()) {
+                    tracing::error!("Error flushing the AOF at shutdown: {e}");
                 }
                 tracing::info!("shutting down (save: {save})");
                 std::process::exit(0);
@@ -1139,6 +1197,11 @@ impl Server {
                         "appendonly",
                         if cfg.appendonly { "yes" } else { "no" }.to_string(),
                     ),
+                    ("appendfsync", cfg.aof.fsync.to_string()),
+                    ("appenddirname", cfg.aof.dirname.clone()),
+                    ("appendfilename", cfg.aof.filename.clone()),
+                    ("auto-aof-rewrite-percentage", cfg.aof.auto_percentage.to_string()),
+                    ("auto-aof-rewrite-min-size", cfg.aof.auto_min_size.to_string()),
                     ("dir", cfg.dir.display().to_string()),
                     ("dbfilename", cfg.dbfilename.clone()),
                     ("databases", DATABASES.to_string()),
@@ -1174,9 +1237,32 @@ impl Server {
                             Err(_) => return out.error(&bad("Invalid save parameters")),
                         },
                         "appendonly" => match v.as_str() {
-                            "no" => cfg.appendonly = false,
-                            "yes" => return out.error(&bad("this server has no AOF yet")),
+                            "yes" | "no" => {
+                                let on = v == "yes";
+                                if on != cfg.appendonly {
+                                    drop(cfg);
+                                    let r = if on { self.open_aof() } else { self.close_aof() };
+                                    if let Err(e) = r {
+                                        return out.error(&bad(&e));
+                                    }
+                                    cfg = self.persist.config();
+                                    cfg.appendonly = on;
+                                }
+                            }
                             _ => return out.error(&bad("argument must be 'yes' or 'no'")),
+                        },
+                        "appendfsync" => match v.parse::<forksnap::Fsync>() {
+                            Ok(f) if crate::aof::current().is_none() => cfg.aof.fsync = f,
+                            Ok(_) => return out.error(&bad("set appendonly no first")),
+                            Err(_) => return out.error(&bad("argument(s) must be one of the following: always, everysec, no")),
+                        },
+                        "auto-aof-rewrite-percentage" => match v.parse() {
+                            Ok(p) => cfg.aof.auto_percentage = p,
+                            Err(_) => return out.error(&bad("argument couldn't be parsed into an integer")),
+                        },
+                        "auto-aof-rewrite-min-size" => match v.parse() {
+                            Ok(p) => cfg.aof.auto_min_size = p,
+                            Err(_) => return out.error(&bad("argument couldn't be parsed into an integer")),
                         },
                         "dir" => {
                             if !std::path::Path::new(&v).is_dir() {
@@ -1362,6 +1448,7 @@ fn command_info(out: &mut Out, name: &str, arity: i32) {
             | "debug"
             | "save"
             | "bgsave"
+            | "bgrewriteaof"
             | "lastsave"
             | "shutdown"
     );

@@ -19,13 +19,18 @@
 //! - `ZRANGE` takes index ranges with `REV` and `WITHSCORES`, not `BYSCORE`/`BYLEX`/`LIMIT`;
 //!   `SCAN`'s cursor is a shard number (each call returns whole shards, so `COUNT` is a
 //!   lower bound and every key present for the whole scan comes back exactly once).
-//! - No AOF yet (`appendonly yes` is refused), no replication, no `MULTI`, no pub/sub.
+//! - AOF (`--appendonly yes`, `--appendfsync`, `--appendfilename`, `--appenddirname`,
+//!   `--auto-aof-rewrite-percentage`, `--auto-aof-rewrite-min-size`, BGREWRITEAOF) as
+//!   Redis 7's multi-part AOF; BGREWRITEAOF with AOF off is an error (Redis writes one).
+//!   A failed AOF write drops the clients whose writes it held instead of `-MISCONF`.
+//! - No replication, no `MULTI`, no pub/sub.
 //! - `INFO` has the sections clients use (server, clients, memory, persistence with
 //!   Redis's field names plus `forksnap_*`, stats, replication, keyspace); `used_memory`
 //!   is the RSS. `CONFIG` knows `save`, `appendonly`, `dir`, `dbfilename`, `databases`.
 //! - Active expiry visits each shard once a second (at most 1000 expired keys a pass);
 //!   expired keys are dropped at load, as a Redis master does.
 
+mod aof;
 mod commands;
 mod persist;
 mod resp;
@@ -72,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
             rdb_version: None,
             cow_budget: None,
             appendonly: false,
+            aof: aof::AofConfig::default(),
             digest_at_fork: false,
         },
     };
@@ -89,10 +95,17 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => a.cfg.dir = val()?.into(),
             "--dbfilename" => a.cfg.dbfilename = val()?,
             "--save" => a.cfg.save = val()?.parse().map_err(|e| format!("--save: {e}"))?,
-            "--appendonly" => {
-                if yes(val()?)? {
-                    return Err("--appendonly yes: this server has no AOF yet".into());
-                }
+            "--appendonly" => a.cfg.appendonly = yes(val()?)?,
+            "--appendfsync" => {
+                a.cfg.aof.fsync = val()?.parse().map_err(|e| format!("--appendfsync: {e}"))?
+            }
+            "--appendfilename" => a.cfg.aof.filename = val()?,
+            "--appenddirname" => a.cfg.aof.dirname = val()?,
+            "--auto-aof-rewrite-percentage" => {
+                a.cfg.aof.auto_percentage = val()?.parse().map_err(|e| format!("{flag}: {e}"))?
+            }
+            "--auto-aof-rewrite-min-size" => {
+                a.cfg.aof.auto_min_size = val()?.parse().map_err(|e| format!("{flag}: {e}"))?
             }
             "--format" => {
                 a.cfg.format = match val()?.as_str() {
@@ -183,7 +196,17 @@ async fn run() {
         commands: AtomicU64::new(0),
         expired: AtomicU64::new(0),
     });
-    if let Err(e) = tokio::task::block_in_place(|| server.persist.load(&server.store)) {
+    // As Redis: with appendonly yes the AOF is loaded (an RDB file is not), else the RDB.
+    let appendonly = server.persist.config().appendonly;
+    let loaded = tokio::task::block_in_place(|| {
+        if appendonly {
+            server.load_aof()?;
+            server.open_aof()
+        } else {
+            server.persist.load(&server.store)
+        }
+    });
+    if let Err(e) = loaded {
         tracing::error!("fatal error loading the DB: {e}. Exiting.");
         std::process::exit(1);
     }
@@ -227,6 +250,7 @@ async fn serve(server: &Server, mut sock: TcpStream, id: u64) {
     loop {
         let mut used = 0;
         let mut flow = Flow::Continue;
+        aof::take_last(); // another task's, on this thread
         while flow == Flow::Continue {
             match resp::parse(&buf[used..]) {
                 Ok(Some((args, n))) => {
@@ -243,6 +267,15 @@ async fn serve(server: &Server, mut sock: TcpStream, id: u64) {
             }
         }
         buf.drain(..used);
+        // The batch's writes must be safe by the AOF's policy before any reply goes out
+        // (under `always`, on disk). A failed AOF write: no reply, the client is dropped.
+        let lsn = aof::take_last();
+        if lsn > 0 {
+            if let Err(e) = aof::safe(lsn).await {
+                tracing::error!("AOF write failed, replies withheld: {e}");
+                return;
+            }
+        }
         if !out.0.is_empty() {
             if sock.write_all(&out.0).await.is_err() {
                 return;
@@ -270,6 +303,7 @@ async fn cron(server: Arc<Server>) {
     loop {
         tick.tick().await;
         server.persist.cron(&server.store);
+        server.aof_cron();
         let now = now_ms();
         for db in 0..DATABASES {
             for shard in (0..SHARDS).filter(|s| (db * SHARDS + s) % 10 == n % 10) {

@@ -1,6 +1,7 @@
 //! Persistence, all through forksnap: start-up load, SAVE, BGSAVE (fork with the store
 //! frozen by its guards), save points, and INFO persistence with Redis's field names.
 
+use crate::aof::AofConfig;
 use crate::store::{self, Loader, Store};
 use forksnap::{Format, LoadOptions, RunningSnapshot, SavePoints, SnapshotOptions, SnapshotReport};
 use std::fmt::Write;
@@ -27,6 +28,7 @@ pub struct Config {
     pub rdb_version: Option<u8>,
     pub cow_budget: Option<u64>,
     pub appendonly: bool,
+    pub aof: AofConfig,
     /// Tests: compute DEBUG DIGEST with the store frozen, just before each BGSAVE's
     /// fork, and show it in INFO (`forksnap_fork_digest`).
     pub digest_at_fork: bool,
@@ -38,6 +40,11 @@ impl Config {
     }
 
     fn options(&self) -> SnapshotOptions {
+        self.snapshot_options()
+    }
+
+    /// The snapshot settings (BGSAVE's, and a rewrite's tuning).
+    pub fn snapshot_options(&self) -> SnapshotOptions {
         let mut o = SnapshotOptions::new(self.path())
             .format(self.format)
             .lzf(self.lzf)
@@ -314,12 +321,7 @@ impl Persist {
              rdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\n\
              rdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\n\
              rdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:{}\r\n\
-             rdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n\
-             aof_enabled:{}\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\n\
-             aof_last_rewrite_time_sec:-1\r\naof_current_rewrite_time_sec:-1\r\n\
-             aof_last_bgrewrite_status:ok\r\naof_rewrites:0\r\naof_rewrites_consecutive_failures:0\r\n\
-             aof_last_write_status:ok\r\naof_last_cow_size:0\r\nmodule_fork_in_progress:0\r\n\
-             module_fork_last_cow_size:0\r\n",
+             rdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n",
             cow_now.peak_bytes,
             cow_now.current_bytes,
             if total > 0 { progress.keys as f64 * 100.0 / total as f64 } else { 0.0 },
@@ -335,8 +337,9 @@ impl Persist {
             last.map_or(0, |r| r.cow.peak_bytes),
             st.loaded_expired,
             st.loaded_keys,
-            cfg.appendonly as u8,
         );
+        crate::Server::aof_info(out);
+        out.push_str("module_fork_in_progress:0\r\nmodule_fork_last_cow_size:0\r\n");
         let _ = write!(
             out,
             "forksnap_current_bytes_written:{}\r\nforksnap_last_bytes_written:{}\r\n\

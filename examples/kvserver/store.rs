@@ -129,6 +129,8 @@ pub struct Shard {
     pub map: Map<Box<[u8]>, Item>,
     /// Keys with an expiry (for INFO keyspace and the active expiry's skip test).
     pub volatile: usize,
+    /// Its database (an expired key's DEL is logged to the AOF in it).
+    pub db: usize,
 }
 
 impl Shard {
@@ -136,6 +138,9 @@ impl Shard {
     pub fn live(&mut self, key: &[u8], now: i64) -> Option<&mut Item> {
         if self.map.get(key).is_some_and(|i| i.expired(now)) {
             self.remove(key);
+            // As Redis: an expired key's deletion is logged, so that a replay (during
+            // which nothing expires) sees what the commands after it saw.
+            crate::aof::propagate(self.db, &[b"DEL", key]);
         }
         self.map.get_mut(key)
     }
@@ -171,6 +176,7 @@ impl Shard {
             .collect();
         for k in &dead {
             self.remove(k);
+            crate::aof::propagate(self.db, &[b"DEL", k]);
         }
         dead.len()
     }
@@ -191,7 +197,16 @@ impl Store {
     pub fn new() -> Store {
         Store {
             dbs: (0..DATABASES)
-                .map(|_| (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect())
+                .map(|db| {
+                    (0..SHARDS)
+                        .map(|_| {
+                            Mutex::new(Shard {
+                                db,
+                                ..Shard::default()
+                            })
+                        })
+                        .collect()
+                })
                 .collect(),
             shard_hasher: foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15),
             dirty: AtomicU64::new(0),

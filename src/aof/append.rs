@@ -188,21 +188,23 @@ impl Appender {
     /// returns its LSN.
     pub fn append(&self, db: u32, argv: &[&[u8]]) -> u64 {
         let mut st = self.inner.lock();
+        let from = st.buf.len();
         self.select(&mut st, db);
         super::resp::encode(&mut st.buf, argv);
-        self.appended(st)
+        self.appended(st, from)
     }
 
     /// Several commands as one transaction (`MULTI` … `EXEC`).
     pub fn append_multi(&self, db: u32, cmds: &[&[&[u8]]]) -> u64 {
         let mut st = self.inner.lock();
+        let from = st.buf.len();
         self.select(&mut st, db);
         super::resp::encode(&mut st.buf, &[b"MULTI"]);
         for c in cmds {
             super::resp::encode(&mut st.buf, c);
         }
         super::resp::encode(&mut st.buf, &[b"EXEC"]);
-        self.appended(st)
+        self.appended(st, from)
     }
 
     fn select(&self, st: &mut St, db: u32) {
@@ -221,10 +223,10 @@ impl Appender {
         }
     }
 
-    fn appended(&self, mut st: MutexGuard<'_, St>) -> u64 {
-        let before = st.appended;
-        st.appended = st.written + st.buf.len() as u64;
-        debug_assert!(st.appended >= before);
+    /// Counts the bytes encoded since `buf[from]` (the buffer may be in the flusher's
+    /// hands while this runs: the LSN counts bytes appended, not what is buffered).
+    fn appended(&self, mut st: MutexGuard<'_, St>, from: usize) -> u64 {
+        st.appended += (st.buf.len() - from) as u64;
         if st.buf.len() >= EAGER {
             self.inner.work.notify_one();
         }

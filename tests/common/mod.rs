@@ -141,11 +141,22 @@ impl Server {
 
     /// Starts a server with `extra` flags after the usual ones.
     pub fn start_args(kind: Kind, rdb: Option<&[u8]>, extra: &[&str]) -> Option<Server> {
+        Self::start_prepared(
+            kind,
+            &|dir| {
+                if let Some(data) = rdb {
+                    std::fs::write(dir.join("dump.rdb"), data).unwrap();
+                }
+            },
+            extra,
+        )
+    }
+
+    /// Starts a server in a directory `prepare` filled first (an AOF directory, ...).
+    pub fn start_prepared(kind: Kind, prepare: &dyn Fn(&Path), extra: &[&str]) -> Option<Server> {
         let bin = require(kind)?;
         let dir = tempfile::tempdir().unwrap();
-        if let Some(data) = rdb {
-            std::fs::write(dir.path().join("dump.rdb"), data).unwrap();
-        }
+        prepare(dir.path());
         let mut dir = Some(dir);
         for attempt in 0..5 {
             let d = dir.take().expect("dir is put back before every retry");
@@ -459,6 +470,24 @@ pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
         conn.pipeline(&cmds);
     }
     conn.ok(&[b"SELECT", b"0"]);
+}
+
+/// Copies a directory's files (not its subdirectories, nor files that vanish meanwhile)
+/// into `to`, created first.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            match std::fs::copy(e.path(), to.join(e.file_name())) {
+                // A killed server's snapshot child removes its temp file as it exits.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.unwrap();
+                }
+            }
+        }
+    }
 }
 
 /// Semantic equality of two keyspaces (collections compared as multisets where Redis

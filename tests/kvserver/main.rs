@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod aof;
 mod clients;
 mod persistence;
 mod replies;
