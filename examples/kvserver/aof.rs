@@ -129,7 +129,10 @@ impl Server {
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
             let mut v = Replay {
                 server: self,
-                base: Some((Loader::new(u64::MAX, tx), s.spawn(|| store::insert_all(&self.store, rx)))),
+                base: Some((
+                    Loader::new(u64::MAX, tx),
+                    s.spawn(|| store::insert_all(&self.store, rx)),
+                )),
                 client: Client {
                     db: 0,
                     name: None,
@@ -145,7 +148,10 @@ impl Server {
             return Ok(false);
         };
         if let Some((f, cut)) = &rep.truncated {
-            tracing::warn!("AOF {} was truncated: {cut} bytes cut off at its end", f.display());
+            tracing::warn!(
+                "AOF {} was truncated: {cut} bytes cut off at its end",
+                f.display()
+            );
         }
         tracing::info!(
             "DB loaded from append only file: {} files, {} keys from the base, {} commands, {:.3} seconds",
@@ -215,7 +221,10 @@ impl Server {
         let Some(aof) = current() else { return };
         if let Some(r) = aof.poll_rewrite() {
             let mut st = rewrite_state();
-            st.last_secs = st.started.take().map_or(-1, |t| t.elapsed().as_secs() as i64);
+            st.last_secs = st
+                .started
+                .take()
+                .map_or(-1, |t| t.elapsed().as_secs() as i64);
             match r {
                 Ok(rep) => {
                     st.last_ok = true;
@@ -283,7 +292,11 @@ impl Server {
             st.started.map_or(-1, |t| t.elapsed().as_secs() as i64),
             if st.last_ok { "ok" } else { "err" },
             s.as_ref().map_or(0, |s| s.rewrites),
-            if s.as_ref().is_some_and(|s| s.append.error.is_some()) { "err" } else { "ok" },
+            if s.as_ref().is_some_and(|s| s.append.error.is_some()) {
+                "err"
+            } else {
+                "ok"
+            },
             st.last_cow,
         );
         if let Some(s) = s {
@@ -308,7 +321,10 @@ impl Server {
 /// through the server's own `exec` (AOF is not open yet, so nothing is logged again).
 struct Replay<'a, 's> {
     server: &'a Server,
-    base: Option<(Loader, std::thread::ScopedJoinHandle<'s, Result<(), String>>)>,
+    base: Option<(
+        Loader,
+        std::thread::ScopedJoinHandle<'s, Result<(), String>>,
+    )>,
     client: Client,
     out: Out,
 }

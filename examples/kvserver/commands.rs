@@ -96,11 +96,36 @@ const COMMANDS: &[(&str, i32)] = &[
 /// loader's).
 pub fn is_write(name: &[u8]) -> bool {
     const WRITES: &[&str] = &[
-        "set", "del", "unlink", "expire", "pexpire", "expireat", "pexpireat", "persist", "mset",
-        "incr", "incrby", "decr", "decrby", "append", "lpush", "rpush", "lpop", "rpop", "sadd",
-        "srem", "zadd", "zrem", "hset", "hdel", "flushdb", "flushall",
+        "set",
+        "del",
+        "unlink",
+        "expire",
+        "pexpire",
+        "expireat",
+        "pexpireat",
+        "persist",
+        "mset",
+        "incr",
+        "incrby",
+        "decr",
+        "decrby",
+        "append",
+        "lpush",
+        "rpush",
+        "lpop",
+        "rpop",
+        "sadd",
+        "srem",
+        "zadd",
+        "zrem",
+        "hset",
+        "hdel",
+        "flushdb",
+        "flushall",
     ];
-    WRITES.iter().any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
+    WRITES
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 fn int(a: &[u8]) -> Option<i64> {
@@ -1149,10 +1174,14 @@ impl Server {
             "lastsave" => out.int(self.persist.lastsave()),
             "bgrewriteaof" => {
                 if crate::aof::current().is_some_and(|a| a.stats().rewrite_running) {
-                    return out.error("ERR Background append only file rewriting already in progress");
+                    return out
+                        .error("ERR Background append only file rewriting already in progress");
                 }
                 if self.persist.in_progress() {
-                    crate::aof::REWRITE.lock().unwrap_or_else(|e| e.into_inner()).scheduled = true;
+                    crate::aof::REWRITE
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .scheduled = true;
                     return out.status("Background append only file rewriting scheduled");
                 }
                 match tokio::task::block_in_place(|| self.bgrewriteaof()) {
@@ -1200,8 +1229,14 @@ impl Server {
                     ("appendfsync", cfg.aof.fsync.to_string()),
                     ("appenddirname", cfg.aof.dirname.clone()),
                     ("appendfilename", cfg.aof.filename.clone()),
-                    ("auto-aof-rewrite-percentage", cfg.aof.auto_percentage.to_string()),
-                    ("auto-aof-rewrite-min-size", cfg.aof.auto_min_size.to_string()),
+                    (
+                        "auto-aof-rewrite-percentage",
+                        cfg.aof.auto_percentage.to_string(),
+                    ),
+                    (
+                        "auto-aof-rewrite-min-size",
+                        cfg.aof.auto_min_size.to_string(),
+                    ),
                     ("dir", cfg.dir.display().to_string()),
                     ("dbfilename", cfg.dbfilename.clone()),
                     ("databases", DATABASES.to_string()),
@@ -1241,7 +1276,11 @@ impl Server {
                                 let on = v == "yes";
                                 if on != cfg.appendonly {
                                     drop(cfg);
-                                    let r = if on { self.open_aof() } else { self.close_aof() };
+                                    let r = if on {
+                                        self.open_aof()
+                                    } else {
+                                        self.close_aof()
+                                    };
                                     if let Err(e) = r {
                                         return out.error(&bad(&e));
                                     }
@@ -1254,15 +1293,23 @@ impl Server {
                         "appendfsync" => match v.parse::<forksnap::Fsync>() {
                             Ok(f) if crate::aof::current().is_none() => cfg.aof.fsync = f,
                             Ok(_) => return out.error(&bad("set appendonly no first")),
-                            Err(_) => return out.error(&bad("argument(s) must be one of the following: always, everysec, no")),
+                            Err(_) => return out.error(&bad(
+                                "argument(s) must be one of the following: always, everysec, no",
+                            )),
                         },
                         "auto-aof-rewrite-percentage" => match v.parse() {
                             Ok(p) => cfg.aof.auto_percentage = p,
-                            Err(_) => return out.error(&bad("argument couldn't be parsed into an integer")),
+                            Err(_) => {
+                                return out
+                                    .error(&bad("argument couldn't be parsed into an integer"))
+                            }
                         },
                         "auto-aof-rewrite-min-size" => match v.parse() {
                             Ok(p) => cfg.aof.auto_min_size = p,
-                            Err(_) => return out.error(&bad("argument couldn't be parsed into an integer")),
+                            Err(_) => {
+                                return out
+                                    .error(&bad("argument couldn't be parsed into an integer"))
+                            }
                         },
                         "dir" => {
                             if !std::path::Path::new(&v).is_dir() {

@@ -324,7 +324,11 @@ impl Persist {
              rdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n",
             cow_now.peak_bytes,
             cow_now.current_bytes,
-            if total > 0 { progress.keys as f64 * 100.0 / total as f64 } else { 0.0 },
+            if total > 0 {
+                progress.keys as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            },
             progress.keys,
             if running.is_some() { total } else { 0 },
             store.dirty.load(Relaxed),

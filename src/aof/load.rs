@@ -4,7 +4,7 @@
 
 use super::manifest::Manifest;
 use super::resp::{Next, Reader};
-use super::{name_path, read_manifest, upgrade_if_needed, Aof, AofOptions};
+use super::{check_listed, name_path, read_manifest, upgrade_if_needed, Aof, AofOptions};
 use crate::error::{Error, Result};
 use crate::rdb::{load_into, LoadOptions, LoadReport, LoadVisitor, VisitResult};
 use crate::sink::io::Io;
@@ -66,18 +66,7 @@ impl Aof {
             .chain(&incr)
             .map(|f| name_path(&dir, &f.name))
             .collect();
-        for f in &files {
-            if !f.is_file() {
-                return Err(Error::Aof {
-                    path: f.clone(),
-                    at: String::new(),
-                    what: format!(
-                        "listed in the manifest {} but missing",
-                        opts.manifest_path().display()
-                    ),
-                });
-            }
-        }
+        check_listed(opts, &Manifest { base: base.clone(), incr: incr.clone(), history: Vec::new() })?;
         let mut report = AofLoadReport {
             upgraded,
             ..AofLoadReport::default()

@@ -201,6 +201,33 @@ fn persist_manifest(io: &mut Io, m: &Manifest) -> Result<()> {
     r
 }
 
+/// True when a failed [`persist_manifest`] had already renamed the new manifest into
+/// place (only the directory's fsync failed): the change is in effect, and no file it
+/// names may be removed.
+fn renamed(e: &Error) -> bool {
+    matches!(e, Error::Io { op, .. } if *op == crate::sink::io::Step::DirSync.name())
+}
+
+/// Every base and incr file the manifest names exists (history is not checked, as in
+/// Redis).
+fn check_listed(opts: &AofOptions, m: &Manifest) -> Result<()> {
+    let dir = opts.aof_dir();
+    for f in m.base.iter().chain(&m.incr) {
+        let p = name_path(&dir, &f.name);
+        if !p.is_file() {
+            return Err(Error::Aof {
+                path: p,
+                at: String::new(),
+                what: format!(
+                    "listed in the manifest {} but missing",
+                    opts.manifest_path().display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Redis 7's upgrade of a lone `dir/appendfilename` (Redis ≤ 6's single file): it moves
 /// into the AOF directory unrenamed and becomes the base of a new manifest. True when it
 /// happened.
@@ -324,6 +351,7 @@ impl Aof {
         );
         upgrade_if_needed(&opts, &mut io)?;
         let mut manifest = read_manifest(&opts)?.unwrap_or_default();
+        check_listed(&opts, &manifest)?;
         let waiting = manifest.base.is_none() && manifest.incr.is_empty();
         let (fd, path, len) = if waiting {
             let p = opts.temp_incr_path();

@@ -4,7 +4,7 @@
 //! manifest with the new base and the older files as history, then deletes the history.
 
 use super::manifest::{FileInfo, Kind};
-use super::{name_path, open_for_append, persist_manifest, Aof};
+use super::{name_path, open_for_append, persist_manifest, renamed, Aof};
 use crate::error::{Error, Result};
 use crate::fork::{RunningSnapshot, SnapshotOptions, SnapshotReport};
 use crate::keyspace::Keyspace;
@@ -51,6 +51,13 @@ impl Aof {
         }
         let dir = self.opts.aof_dir();
         let first_kept = if ctl.waiting {
+            // No AOF yet: what was appended so far is in the base this rewrite writes, so
+            // the temp incr starts again, empty, at the fork (a new file: the old one,
+            // unlinked, takes the flusher's last write of it).
+            let path = self.opts.temp_incr_path();
+            let _ = std::fs::remove_file(&path);
+            let (fd, _) = open_for_append(&path, true)?;
+            self.app.switch(fd, path)?;
             0
         } else {
             let seq = ctl.manifest.last_incr_seq() + 1;
@@ -63,14 +70,20 @@ impl Aof {
                 seq,
                 kind: Kind::Incr,
             });
-            if let Err(e) = persist_manifest(&mut ctl.io, &m) {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
+            let persisted = persist_manifest(&mut ctl.io, &m);
+            if let Err(e) = &persisted {
+                if !renamed(e) {
+                    let _ = std::fs::remove_file(&path);
+                    return persisted.map(|_| ());
+                }
+                // The manifest naming the new incr is in place: follow it, but start
+                // no child on a directory whose fsync failed.
             }
             let prev = ctl.manifest.incr.last().map(|f| name_path(&dir, &f.name));
             ctl.manifest = m;
             self.app.switch(fd, path)?;
             ctl.older_incr_size += prev.map_or(0, |p| super::file_len(&p));
+            persisted?;
             seq
         };
         let base = FileInfo {
@@ -132,7 +145,7 @@ impl Aof {
         let dir = self.opts.aof_dir();
         let base_path = name_path(&dir, &run.base.name);
         let mut m = ctl.manifest.clone();
-        let mut renamed = None;
+        let mut moved_incr = None;
         if run.first_kept == 0 {
             // The first rewrite: the temp incr becomes a real one.
             let seq = m.last_incr_seq() + 1;
@@ -142,7 +155,7 @@ impl Aof {
                 let _ = std::fs::remove_file(&base_path);
                 return Err(Error::io("rename", to, e));
             }
-            renamed = Some(to);
+            moved_incr = Some(to);
             m.history.extend(m.incr.drain(..).map(|mut f| {
                 f.kind = Kind::History;
                 f
@@ -166,12 +179,19 @@ impl Aof {
             m.history.push(b);
         }
         m.base = Some(run.base.clone());
+        // Only the directory's fsync failing means the commit is in effect (a reader
+        // sees the new manifest); then nothing is deleted, in case a power cut brings the
+        // old manifest back.
+        let mut keep_history = false;
         if let Err(e) = persist_manifest(&mut ctl.io, &m) {
-            let _ = std::fs::remove_file(&base_path);
-            if let Some(to) = renamed {
-                let _ = std::fs::rename(to, self.opts.temp_incr_path());
+            if !super::renamed(&e) {
+                let _ = std::fs::remove_file(&base_path);
+                if let Some(to) = moved_incr {
+                    let _ = std::fs::rename(to, self.opts.temp_incr_path());
+                }
+                return Err(e);
             }
-            return Err(e);
+            keep_history = true;
         }
         // Committed.
         ctl.waiting = false;
@@ -179,6 +199,14 @@ impl Aof {
         ctl.base_size = rep.bytes_written;
         ctl.older_incr_size = 0;
         ctl.rewrites += 1;
+        if keep_history {
+            ctl.manifest = m;
+            return Ok(RewriteReport {
+                base: base_path,
+                snapshot: rep,
+                deleted: 0,
+            });
+        }
         let history = std::mem::take(&mut m.history);
         let mut deleted = 0;
         for h in &history {

@@ -6,7 +6,7 @@
 use crate::common::{copy_dir, datasets, fill_by_commands, Conn, Kind, Reply, Server};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,10 @@ fn info(s: &mut Server, field: &str) -> String {
 fn rewrite_done(s: &mut Server) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     while info(s, "aof_rewrite_in_progress") == "1" || info(s, "aof_rewrite_scheduled") == "1" {
-        assert!(Instant::now() < deadline, "rewrite still running after 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "rewrite still running after 120 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     info(s, "aof_last_bgrewrite_status")
@@ -90,21 +93,32 @@ fn servers_load(aof_dir: &Path, want: &str, when: &str) {
     let Some(mut redis) = start_on_aof(Kind::Redis70, aof_dir, &[]) else {
         return;
     };
-    assert_eq!(redis.digest(), want, "Redis 7.0 loading our AOF ({when}); log:\n{}", redis.log());
+    assert_eq!(
+        redis.digest(),
+        want,
+        "Redis 7.0 loading our AOF ({when}); log:\n{}",
+        redis.log()
+    );
     drop(redis);
     let Some(mut valkey) = start_on_aof(Kind::Valkey91, aof_dir, &[]) else {
         return;
     };
     let file = valkey.save_file();
     let mut kv = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
-    assert_eq!(kv.digest(), want, "Valkey 9.1 loading our AOF ({when}), saved and loaded back");
+    assert_eq!(
+        kv.digest(),
+        want,
+        "Valkey 9.1 loading our AOF ({when}), saved and loaded back"
+    );
 }
 
 #[test]
 fn our_aof_loads_in_redis_and_valkey() {
-    let Some(mut kv) =
-        Server::start_args(Kind::KvServer, None, &["--appendonly", "yes", "--rdb-version", "10"])
-    else {
+    let Some(mut kv) = Server::start_args(
+        Kind::KvServer,
+        None,
+        &["--appendonly", "yes", "--rdb-version", "10"],
+    ) else {
         return;
     };
     // Switching AOF on writes the first base at once (an empty dataset's).
@@ -127,7 +141,11 @@ fn our_aof_loads_in_redis_and_valkey() {
     servers_load(&dir, &want, "a rewritten base and an incr file");
     let mut again = start_on_aof(Kind::KvServer, &dir, &[]).unwrap();
     assert_eq!(again.digest(), want, "the example restarted on its own AOF");
-    assert!(again.log().contains("DB loaded from append only file"), "{}", again.log());
+    assert!(
+        again.log().contains("DB loaded from append only file"),
+        "{}",
+        again.log()
+    );
 }
 
 #[test]
@@ -207,11 +225,16 @@ fn acknowledged_writes_survive_sigkill_with_appendfsync_always() {
     const WRITERS: usize = 4;
     const ROUNDS: usize = 24;
     let args = ["--appendfsync", "always"];
-    let Some(mut kv) = Server::start_args(Kind::KvServer, None, &["--appendonly", "yes", args[0], args[1]]) else {
+    let Some(mut kv) = Server::start_args(
+        Kind::KvServer,
+        None,
+        &["--appendonly", "yes", args[0], args[1]],
+    ) else {
         return;
     };
     // Enough data that a rewrite takes a while, so some kills land inside one.
-    kv.conn().ok(&[b"DEBUG", b"POPULATE", b"300000", b"bulk", b"64"]);
+    kv.conn()
+        .ok(&[b"DEBUG", b"POPULATE", b"300000", b"bulk", b"64"]);
     // DEBUG POPULATE is not logged (as in Redis): a rewrite puts the keys in the base.
     bgrewriteaof(&mut kv);
     let mut dir = tempfile::tempdir().unwrap();

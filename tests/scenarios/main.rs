@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod aof_directory;
 mod child_killed_midway;
 mod child_memory_probe;
 mod child_priority;
