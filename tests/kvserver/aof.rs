@@ -79,9 +79,8 @@ fn more_writes(c: &mut Conn) {
         &[b"SELECT", b"0"],
     ];
     for cmd in cmds {
-        match c.cmd(cmd) {
-            Reply::Error(e) => panic!("{cmd:?}: {e}"),
-            _ => {}
+        if let Reply::Error(e) = c.cmd(cmd) {
+            panic!("{cmd:?}: {e}")
         }
     }
 }
@@ -159,8 +158,7 @@ fn aof_of_redis_and_valkey_loads_in_the_example() {
             return;
         };
         fill_by_commands(s.conn(), &ks);
-        let mut stages = Vec::new();
-        stages.push(s.digest());
+        let stages = [s.digest()];
         let check = |s: &mut Server, stage: usize, want: &[String], when: &str| {
             let mut kv = start_on_aof(Kind::KvServer, &s.path("appendonlydir"), &[]).unwrap();
             assert_eq!(
