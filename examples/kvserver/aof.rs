@@ -69,6 +69,7 @@ pub struct AofConfig {
     pub filename: String,
     pub auto_percentage: u64,
     pub auto_min_size: u64,
+    pub rdb_preamble: bool,
 }
 
 impl Default for AofConfig {
@@ -79,6 +80,7 @@ impl Default for AofConfig {
             filename: "appendonly.aof".into(),
             auto_percentage: 100,
             auto_min_size: 64 << 20,
+            rdb_preamble: true,
         }
     }
 }
@@ -116,6 +118,7 @@ impl Server {
             .dirname(&a.dirname)
             .filename(&a.filename)
             .fsync(a.fsync)
+            .rdb_preamble(a.rdb_preamble)
     }
 
     /// Start-up with `appendonly yes`: replay the AOF (Redis loads it instead of the RDB).

@@ -75,6 +75,7 @@ const COMMANDS: &[(&str, i32)] = &[
     ("zcard", 2),
     ("zrange", -4),
     ("hset", -4),
+    ("hmset", -4),
     ("hget", 3),
     ("hdel", -3),
     ("hlen", 2),
@@ -119,6 +120,7 @@ pub fn is_write(name: &[u8]) -> bool {
         "zadd",
         "zrem",
         "hset",
+        "hmset",
         "hdel",
         "flushdb",
         "flushall",
@@ -709,6 +711,16 @@ impl Server {
         match name {
             "lpush" | "rpush" | "sadd" | "hset" | "zadd" | "lpop" | "rpop" | "srem" | "hdel"
             | "zrem" => self.mutate(c, name, a, out),
+            // HMSET: HSET answering OK (what Redis's RESP AOF bases hold).
+            "hmset" => {
+                let mut r = Out::default();
+                self.mutate(c, "hset", a, &mut r);
+                if r.0.starts_with(b"-") {
+                    out.0.extend_from_slice(&r.0)
+                } else {
+                    out.ok()
+                }
+            }
             "llen" | "scard" | "zcard" | "hlen" => {
                 let mut g = self.shard(c, &a[0]);
                 match (name, g.live(&a[0], now).map(|i| &i.val)) {

@@ -71,7 +71,8 @@ impl std::fmt::Display for Fsync {
 }
 
 /// Where the AOF lives and how it is written. Defaults as Redis 7's: `appendonlydir`,
-/// `appendonly.aof`, `everysec`, RDB-preamble bases, truncated tails accepted.
+/// `appendonly.aof`, `everysec`, RDB-preamble bases, truncated tails accepted, no
+/// timestamps.
 #[derive(Clone, Debug)]
 pub struct AofOptions {
     dir: PathBuf,
@@ -80,6 +81,7 @@ pub struct AofOptions {
     fsync: Fsync,
     timestamps: bool,
     load_truncated: bool,
+    rdb_preamble: bool,
     manifest_faults: Faults,
     append_faults: Faults,
 }
@@ -94,6 +96,7 @@ impl AofOptions {
             fsync: Fsync::EverySec,
             timestamps: false,
             load_truncated: true,
+            rdb_preamble: true,
             manifest_faults: Faults::default(),
             append_faults: Faults::default(),
         }
@@ -125,6 +128,12 @@ impl AofOptions {
         self.load_truncated = on;
         self
     }
+    /// `aof-use-rdb-preamble`: a rewrite's base is an RDB (`.base.rdb`, the default: the
+    /// fastest to write and to load) or RESP commands (`.base.aof`).
+    pub fn rdb_preamble(mut self, on: bool) -> Self {
+        self.rdb_preamble = on;
+        self
+    }
     /// Fault plans for tests: `manifest` for the manifest's writes (create, write,
     /// fsync, rename, directory fsync), `append` for the incr files' writes and fsyncs.
     #[cfg(feature = "fault-injection")]
@@ -145,7 +154,8 @@ impl AofOptions {
         self.aof_dir().join(format!("temp-{}.manifest", self.filename))
     }
     fn base_name(&self, seq: i64) -> String {
-        format!("{}.{seq}.base.rdb", self.filename)
+        let ext = if self.rdb_preamble { "rdb" } else { "aof" };
+        format!("{}.{seq}.base.{ext}", self.filename)
     }
     fn incr_name(&self, seq: i64) -> String {
         format!("{}.{seq}.incr.aof", self.filename)

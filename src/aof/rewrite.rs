@@ -94,6 +94,7 @@ impl Aof {
         let mut o = tuning.clone();
         o.path = name_path(&dir, &base.name);
         o.encode.aof_base = true;
+        o.encode.resp = !self.opts.rdb_preamble;
         o.write.format = Format::Rdb;
         let snap = o.start(ks)?;
         ctl.rewrite = Some(Running {

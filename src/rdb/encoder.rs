@@ -44,6 +44,10 @@ pub struct EncodeOptions {
     pub used_mem: u64,
     /// `aof-base` AUX field: true for the base file of a multi-part AOF.
     pub aof_base: bool,
+    /// Write RESP commands instead of RDB (an AOF base without RDB preamble, as Redis's
+    /// `aof-use-rdb-preamble no`): per database `SELECT`, per key `SET`, `RPUSH`, `SADD`,
+    /// `ZADD` or `HMSET` with at most 64 elements each, then `PEXPIREAT`.
+    pub resp: bool,
 }
 
 impl Default for EncodeOptions {
@@ -54,6 +58,7 @@ impl Default for EncodeOptions {
             ctime: None,
             used_mem: 0,
             aof_base: false,
+            resp: false,
         }
     }
 }
@@ -258,6 +263,8 @@ pub struct Encoder<S: ChunkSink> {
     db_keys: u64,
     db_skipped: u64,
     in_db: Option<u32>,
+    /// RESP commands instead of RDB ([`EncodeOptions::resp`]), and their scratch.
+    resp: Option<RespScratch>,
 }
 
 /// What happened to one entry.
@@ -291,7 +298,11 @@ impl<S: ChunkSink> Encoder<S> {
             db_keys: 0,
             db_skipped: 0,
             in_db: None,
+            resp: opts.resp.then(RespScratch::default),
         };
+        if opts.resp {
+            return Ok(e);
+        }
         e.out.put(format!("REDIS{:04}", opts.version).as_bytes())?;
         let mut aux = |k: &str, v: &[u8]| -> Result<()> {
             e.out.byte(opcodes::AUX)?;
@@ -320,6 +331,11 @@ impl<S: ChunkSink> Encoder<S> {
     /// Starts database `info.index` (SELECTDB + RESIZEDB).
     pub fn begin_db(&mut self, info: &DbInfo) -> Result<()> {
         self.end_db();
+        if self.resp.is_some() {
+            self.in_db = Some(info.index);
+            let db = info.index.to_string();
+            return resp_command(&mut self.out, &[b"SELECT", db.as_bytes()], &[], 0);
+        }
         self.out.byte(opcodes::SELECTDB)?;
         self.out.len(u64::from(info.index))?;
         self.out.byte(opcodes::RESIZEDB)?;
@@ -351,7 +367,10 @@ impl<S: ChunkSink> Encoder<S> {
 
     /// Encodes one entry.
     pub fn write_entry(&mut self, e: &Entry<'_>) -> Result<Outcome> {
-        let outcome = self.entry(e)?;
+        let outcome = match &mut self.resp {
+            Some(r) => resp_entry(&mut self.out, r, e)?,
+            None => self.entry(e)?,
+        };
         match outcome {
             Outcome::Written => self.db_keys += 1,
             Outcome::SkippedEmpty => self.summary.skipped_empty += 1,
@@ -623,6 +642,11 @@ impl<S: ChunkSink> Encoder<S> {
     /// Writes EOF and the CRC. Returns the sink, the last (partial) chunk and the summary.
     pub fn finish(mut self) -> Result<(S, ChunkBuf, EncodeSummary)> {
         self.end_db();
+        if self.resp.is_some() {
+            self.summary.bytes = self.out.flushed + self.out.buf.len() as u64;
+            let Out { sink, buf, .. } = self.out;
+            return Ok((sink, buf, self.summary));
+        }
         self.out.byte(opcodes::EOF)?;
         // The CRC covers everything up to and including EOF; the trailer may straddle a
         // chunk boundary, so fold the current chunk in before appending it.
@@ -637,6 +661,121 @@ impl<S: ChunkSink> Encoder<S> {
         let Out { sink, buf, .. } = self.out;
         Ok((sink, buf, self.summary))
     }
+}
+
+/// Elements (or pairs) per command in a RESP base, as Redis's
+/// `AOF_REWRITE_ITEMS_PER_CMD`.
+const RESP_ITEMS_PER_CMD: usize = 64;
+
+/// A RESP base's scratch: the current command's arguments after the key.
+#[derive(Default)]
+struct RespScratch {
+    args: Vec<u8>,
+    score: String,
+}
+
+/// Appends one bulk argument.
+fn resp_arg(out: &mut Vec<u8>, a: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(a.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(a);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a command: `head` arguments, then `n` more already encoded in `tail`.
+fn resp_command<S: ChunkSink>(out: &mut Out<S>, head: &[&[u8]], tail: &[u8], n: usize) -> Result<()> {
+    let mut h = Vec::with_capacity(64);
+    h.push(b'*');
+    h.extend_from_slice((head.len() + n).to_string().as_bytes());
+    h.extend_from_slice(b"\r\n");
+    for a in head {
+        resp_arg(&mut h, a);
+    }
+    out.put(&h)?;
+    out.put(tail)
+}
+
+/// One key as RESP commands (a RESP base).
+fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>) -> Result<Outcome> {
+    let key = e.key;
+    let mut res = Ok(());
+    // Collects elements; writes a command each `RESP_ITEMS_PER_CMD` (pairs count once).
+    let mut batch = |out: &mut Out<S>, args: &mut Vec<u8>, n: &mut usize, per: usize, name: &[u8], last: bool| {
+        if *n > 0 && (last || *n == RESP_ITEMS_PER_CMD * per) {
+            if res.is_ok() {
+                res = resp_command(out, &[name, key], args, *n);
+            }
+            args.clear();
+            *n = 0;
+        }
+    };
+    let mut n = 0usize;
+    let mut yielded = 0usize;
+    let (len, coll) = match e.value {
+        Value::Str(s) => {
+            resp_command(out, &[b"SET", key, s], &[], 0)?;
+            (0, None)
+        }
+        Value::Int(i) => {
+            resp_command(out, &[b"SET", key, i.to_string().as_bytes()], &[], 0)?;
+            (0, None)
+        }
+        Value::Unsupported(_) => return Ok(Outcome::SkippedUnsupported),
+        Value::List(l) | Value::Set(l) if l.is_empty() => return Ok(Outcome::SkippedEmpty),
+        Value::ZSet(z) if z.is_empty() => return Ok(Outcome::SkippedEmpty),
+        Value::Hash(h) if h.is_empty() => return Ok(Outcome::SkippedEmpty),
+        Value::List(l) | Value::Set(l) => {
+            let (name, coll): (&[u8], _) = match e.value {
+                Value::List(_) => (b"RPUSH", Coll::List),
+                _ => (b"SADD", Coll::Set),
+            };
+            l.for_each(&mut |m| {
+                yielded += 1;
+                resp_arg(&mut r.args, m);
+                n += 1;
+                batch(out, &mut r.args, &mut n, 1, name, false);
+            });
+            batch(out, &mut r.args, &mut n, 1, name, true);
+            (l.len(), Some(coll))
+        }
+        Value::ZSet(z) => {
+            z.for_each(&mut |m, s| {
+                yielded += 1;
+                crate::keyspace::format_score(s, &mut r.score);
+                resp_arg(&mut r.args, r.score.as_bytes());
+                resp_arg(&mut r.args, m);
+                n += 2;
+                batch(out, &mut r.args, &mut n, 2, b"ZADD", false);
+            });
+            batch(out, &mut r.args, &mut n, 2, b"ZADD", true);
+            (z.len(), Some(Coll::ZSet))
+        }
+        Value::Hash(h) => {
+            h.for_each(&mut |f, v| {
+                yielded += 1;
+                resp_arg(&mut r.args, f);
+                resp_arg(&mut r.args, v);
+                n += 2;
+                batch(out, &mut r.args, &mut n, 2, b"HMSET", false);
+            });
+            batch(out, &mut r.args, &mut n, 2, b"HMSET", true);
+            (h.len(), Some(Coll::Hash))
+        }
+    };
+    res?;
+    if let Some(coll) = coll {
+        if yielded != len {
+            return Err(bad_value(
+                e,
+                format!("its {} view says len() = {len} but for_each yielded {yielded}", coll.name()),
+            ));
+        }
+    }
+    if let Some(ms) = e.expire_ms {
+        resp_command(out, &[b"PEXPIREAT", key, ms.to_string().as_bytes()], &[], 0)?;
+    }
+    Ok(Outcome::Written)
 }
 
 /// The quicklist node split rule: a node takes the next element while it stays within

@@ -113,10 +113,27 @@ fn servers_load(aof_dir: &Path, want: &str, when: &str) {
 
 #[test]
 fn our_aof_loads_in_redis_and_valkey() {
+    our_aof_loads("yes", "appendonly.aof.2.base.rdb");
+}
+
+/// `aof-use-rdb-preamble no`: the rewritten base is RESP commands.
+#[test]
+fn our_aof_with_a_resp_base_loads_in_redis_and_valkey() {
+    our_aof_loads("no", "appendonly.aof.2.base.aof");
+}
+
+fn our_aof_loads(preamble: &str, base: &str) {
     let Some(mut kv) = Server::start_args(
         Kind::KvServer,
         None,
-        &["--appendonly", "yes", "--rdb-version", "10"],
+        &[
+            "--appendonly",
+            "yes",
+            "--rdb-version",
+            "10",
+            "--aof-use-rdb-preamble",
+            preamble,
+        ],
     ) else {
         return;
     };
@@ -130,7 +147,10 @@ fn our_aof_loads_in_redis_and_valkey() {
 
     bgrewriteaof(&mut kv);
     let manifest = std::fs::read_to_string(dir.join("appendonly.aof.manifest")).unwrap();
-    assert!(manifest.contains("seq 2 type b"), "{manifest}");
+    assert!(
+        manifest.contains(&format!("file {base} seq 2 type b")),
+        "{manifest}"
+    );
     assert_eq!(kv.digest(), want);
     servers_load(&dir, &want, "right after a rewrite");
 
@@ -153,8 +173,15 @@ fn aof_of_redis_and_valkey_loads_in_the_example() {
     // The example (Redis 7.0's digest) is compared with Redis 7.0's digest of the same
     // commands.
     let mut want = Vec::new();
-    for kind in [Kind::Redis70, Kind::Valkey91] {
-        let Some(mut s) = Server::start_args(kind, None, &["--appendonly", "yes"]) else {
+    for (kind, preamble) in [
+        (Kind::Redis70, "yes"),
+        (Kind::Redis70, "no"),
+        (Kind::Valkey91, "yes"),
+        (Kind::Valkey91, "no"),
+    ] {
+        let first = kind == Kind::Redis70 && preamble == "yes";
+        let args = ["--appendonly", "yes", "--aof-use-rdb-preamble", preamble];
+        let Some(mut s) = Server::start_args(kind, None, &args) else {
             return;
         };
         fill_by_commands(s.conn(), &ks);
@@ -164,26 +191,26 @@ fn aof_of_redis_and_valkey_loads_in_the_example() {
             assert_eq!(
                 kv.digest(),
                 want[stage],
-                "{kind:?}'s AOF ({when}) loaded into the example; log:\n{}",
+                "{kind:?}'s AOF ({when}, RDB preamble {preamble}) loaded into the example; log:\n{}",
                 kv.log()
             );
         };
-        if kind == Kind::Redis70 {
+        if first {
             want.push(stages[0].clone());
         }
         check(&mut s, 0, &want, "written by commands");
         bgrewriteaof(&mut s);
         more_writes(s.conn());
-        if kind == Kind::Redis70 {
+        if first {
             want.push(s.digest());
         }
         check(&mut s, 1, &want, "after BGREWRITEAOF and more writes");
         // A restart of the server on its own AOF, and a write after it.
         let dir = s.path("appendonlydir");
         s.kill9();
-        let mut r = start_on_aof(kind, &dir, &[]).unwrap();
+        let mut r = start_on_aof(kind, &dir, &args[2..]).unwrap();
         r.conn().ok(&[b"SET", b"after-restart", b"1"]);
-        if kind == Kind::Redis70 {
+        if first {
             want.push(r.digest());
         }
         check(&mut r, 2, &want, "after a restart");
