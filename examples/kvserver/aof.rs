@@ -232,6 +232,7 @@ impl Server {
                 Ok(rep) => {
                     st.last_ok = true;
                     st.last_cow = rep.snapshot.cow.peak_bytes;
+                    self.persist.note_fork(rep.snapshot.fork_us);
                     st.base_size = aof.stats().current_size;
                     tracing::info!(
                         "Background AOF rewrite finished successfully: {} ({} bytes)",

@@ -368,6 +368,11 @@ impl Persist {
         );
     }
 
+    /// A rewrite's fork (INFO's `latest_fork_usec` is the last fork of either kind).
+    pub fn note_fork(&self, us: u64) {
+        self.state().fork_usec = us;
+    }
+
     pub fn fork_usec(&self) -> u64 {
         self.state().fork_usec
     }
