@@ -70,6 +70,7 @@ pub struct AofConfig {
     pub auto_percentage: u64,
     pub auto_min_size: u64,
     pub rdb_preamble: bool,
+    pub timestamps: bool,
 }
 
 impl Default for AofConfig {
@@ -81,6 +82,7 @@ impl Default for AofConfig {
             auto_percentage: 100,
             auto_min_size: 64 << 20,
             rdb_preamble: true,
+            timestamps: false,
         }
     }
 }
@@ -119,6 +121,7 @@ impl Server {
             .filename(&a.filename)
             .fsync(a.fsync)
             .rdb_preamble(a.rdb_preamble)
+            .timestamps(a.timestamps)
     }
 
     /// Start-up with `appendonly yes`: replay the AOF (Redis loads it instead of the RDB).

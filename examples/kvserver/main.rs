@@ -21,7 +21,7 @@
 //!   lower bound and every key present for the whole scan comes back exactly once).
 //! - AOF (`--appendonly yes`, `--appendfsync`, `--appendfilename`, `--appenddirname`,
 //!   `--auto-aof-rewrite-percentage`, `--auto-aof-rewrite-min-size`,
-//!   `--aof-use-rdb-preamble`, BGREWRITEAOF) as
+//!   `--aof-use-rdb-preamble`, `--aof-timestamp-enabled`, BGREWRITEAOF) as
 //!   Redis 7's multi-part AOF; BGREWRITEAOF with AOF off is an error (Redis writes one).
 //!   A failed AOF write drops the clients whose writes it held instead of `-MISCONF`.
 //! - No replication, no `MULTI`, no pub/sub.
@@ -102,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--appendfilename" => a.cfg.aof.filename = val()?,
             "--aof-use-rdb-preamble" => a.cfg.aof.rdb_preamble = yes(val()?)?,
+            "--aof-timestamp-enabled" => a.cfg.aof.timestamps = yes(val()?)?,
             "--appenddirname" => a.cfg.aof.dirname = val()?,
             "--auto-aof-rewrite-percentage" => {
                 a.cfg.aof.auto_percentage = val()?.parse().map_err(|e| format!("{flag}: {e}"))?

@@ -135,12 +135,17 @@ impl Appender {
         len: u64,
         policy: Fsync,
         timestamps: bool,
+        use_ring: bool,
         faults: Faults,
     ) -> Result<Appender> {
-        let ring = io_uring::IoUring::new(8);
+        let ring = if use_ring {
+            io_uring::IoUring::new(8).map_err(|e| format!("io_uring refused: {e}"))
+        } else {
+            Err("asked".to_string())
+        };
         let backend = match &ring {
             Ok(_) => "io_uring".to_string(),
-            Err(e) => format!("pwrite and fdatasync (io_uring refused: {e})"),
+            Err(why) => format!("pwrite and fdatasync ({why})"),
         };
         let inner = Arc::new(Inner {
             st: Mutex::new(St {
@@ -285,7 +290,9 @@ impl Appender {
         self.inner.work.notify_one();
         loop {
             if st.switch.is_none() {
+                // The new file starts with its own SELECT (and timestamp annotation).
                 st.db = None;
+                st.last_ts = 0;
                 return Ok(());
             }
             if let Some(e) = &st.error {

@@ -82,6 +82,7 @@ pub struct AofOptions {
     timestamps: bool,
     load_truncated: bool,
     rdb_preamble: bool,
+    io_uring: bool,
     manifest_faults: Faults,
     append_faults: Faults,
 }
@@ -97,6 +98,7 @@ impl AofOptions {
             timestamps: false,
             load_truncated: true,
             rdb_preamble: true,
+            io_uring: true,
             manifest_faults: Faults::default(),
             append_faults: Faults::default(),
         }
@@ -132,6 +134,13 @@ impl AofOptions {
     /// fastest to write and to load) or RESP commands (`.base.aof`).
     pub fn rdb_preamble(mut self, on: bool) -> Self {
         self.rdb_preamble = on;
+        self
+    }
+    /// Write and fsync through an io_uring ring (the default) or with `pwrite` and
+    /// `fdatasync` (also what happens when the kernel refuses a ring;
+    /// [`AppendStats::backend`] says which and why).
+    pub fn io_uring(mut self, on: bool) -> Self {
+        self.io_uring = on;
         self
     }
     /// Fault plans for tests: `manifest` for the manifest's writes (create, write,
@@ -318,6 +327,55 @@ struct Ctl {
 
 /// An open AOF: appends, waits and rewrites. Every method takes `&self` (internal locks),
 /// so a multi-threaded server shares it in an `Arc`.
+///
+/// A server's life with it: at start-up [`Aof::load`] replays the directory into the
+/// server's structures (the base's keys through [`LoadVisitor`](crate::LoadVisitor), the
+/// commands through [`AofVisitor::command`]); [`Aof::open`] starts appending; each write
+/// command is [`append`](Aof::append)ed while its key is still locked, and the reply
+/// waits for [`wait`](Aof::wait) (or [`poll_wait`](Aof::poll_wait)); BGREWRITEAOF is
+/// [`start_rewrite`](Aof::start_rewrite) with the data frozen, then
+/// [`poll_rewrite`](Aof::poll_rewrite) from the server's periodic task.
+///
+/// ```
+/// use forksnap::{Aof, AofOptions, AofVisitor, Fsync, LoadValue, LoadVisitor, MemKeyspace,
+///                MemValue, SnapshotOptions, VisitResult};
+///
+/// let dir = std::env::temp_dir().join(format!("forksnap-aof-doc-{}", std::process::id()));
+/// let opts = AofOptions::new(&dir).fsync(Fsync::Always);
+/// let mut data = MemKeyspace::new();
+///
+/// let aof = Aof::open(opts.clone())?;
+/// // A new AOF has no base yet: its first rewrite writes one (of the data so far).
+/// aof.start_rewrite(&data, &SnapshotOptions::new("unused"))?;
+/// while aof.poll_rewrite().is_none() {
+///     std::thread::sleep(std::time::Duration::from_millis(5));
+/// }
+/// // SET greeting hello, in database 0: change the data, log the command, then reply.
+/// data.insert(0, "greeting", MemValue::str("hello"), None);
+/// let lsn = aof.append(0, &[b"SET", b"greeting", b"hello"]);
+/// aof.wait(lsn)?; // on disk (fdatasync'ed): the client may be told OK
+/// aof.close()?;
+///
+/// // At the next start: replay.
+/// struct Replay(Vec<Vec<Vec<u8>>>);
+/// impl LoadVisitor for Replay {
+///     fn key(&mut self, _: u32, _: &[u8], _: Option<i64>, _: LoadValue<'_>) -> VisitResult {
+///         Ok(()) // the base's keys (none here)
+///     }
+/// }
+/// impl AofVisitor for Replay {
+///     fn command(&mut self, _db: u32, argv: &[&[u8]]) -> VisitResult {
+///         self.0.push(argv.iter().map(|a| a.to_vec()).collect());
+///         Ok(())
+///     }
+/// }
+/// let mut replay = Replay(Vec::new());
+/// let report = Aof::load(&opts, &mut replay)?.expect("an AOF");
+/// assert_eq!(replay.0, [[b"SET".to_vec(), b"greeting".to_vec(), b"hello".to_vec()]]);
+/// assert_eq!(report.files.len(), 2); // the base and one incr file
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), forksnap::Error>(())
+/// ```
 pub struct Aof {
     opts: AofOptions,
     ctl: Mutex<Ctl>,
@@ -409,6 +467,7 @@ impl Aof {
             len,
             opts.fsync,
             opts.timestamps,
+            opts.io_uring,
             opts.append_faults.clone(),
         )?;
         Ok(Aof {

@@ -180,7 +180,16 @@ fn aof_of_redis_and_valkey_loads_in_the_example() {
         (Kind::Valkey91, "no"),
     ] {
         let first = kind == Kind::Redis70 && preamble == "yes";
-        let args = ["--appendonly", "yes", "--aof-use-rdb-preamble", preamble];
+        // `always`: with `everysec` Redis may postpone its write behind a background
+        // fsync (up to 2 s) after replying, and the copy would miss it.
+        let args = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--aof-use-rdb-preamble",
+            preamble,
+        ];
         let Some(mut s) = Server::start_args(kind, None, &args) else {
             return;
         };
@@ -317,4 +326,74 @@ fn acknowledged_writes_survive_sigkill_with_appendfsync_always() {
         "{ROUNDS} SIGKILLs ({during_rewrite} during a rewrite), {acked_total} acknowledged INCRs, none lost"
     );
     assert!(acked_total > 0);
+}
+
+/// `CONFIG SET appendonly yes` on a server holding data writes the first base from it (as
+/// Redis does); the AOF then grows until the automatic rewrite starts; `#TS:` annotations
+/// (`aof-timestamp-enabled`) do not stop Redis or Valkey from loading it.
+#[test]
+fn appendonly_switched_on_live_then_rewritten_by_growth() {
+    let Some(mut kv) = Server::start_args(
+        Kind::KvServer,
+        None,
+        &[
+            "--rdb-version",
+            "10",
+            "--aof-timestamp-enabled",
+            "yes",
+            "--auto-aof-rewrite-min-size",
+            "300000",
+            "--auto-aof-rewrite-percentage",
+            "50",
+        ],
+    ) else {
+        return;
+    };
+    fill_by_commands(kv.conn(), &datasets::edge_cases(false));
+    assert_eq!(info(&mut kv, "aof_enabled"), "0");
+    kv.conn().ok(&[b"CONFIG", b"SET", b"appendonly", b"yes"]);
+    assert_eq!(info(&mut kv, "aof_enabled"), "1");
+    assert_eq!(rewrite_done(&mut kv), "ok");
+    assert_eq!(info(&mut kv, "aof_rewrites"), "1", "the first base");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pad = vec![b'p'; 1000];
+    let mut i = 0u64;
+    while info(&mut kv, "aof_rewrites") == "1" {
+        assert!(
+            Instant::now() < deadline,
+            "no automatic rewrite in 60 s; log:\n{}",
+            kv.log()
+        );
+        for _ in 0..100 {
+            kv.conn()
+                .ok(&[b"SET", format!("pad:{}", i % 2000).as_bytes(), &pad]);
+            i += 1;
+        }
+    }
+    assert_eq!(rewrite_done(&mut kv), "ok");
+    assert!(
+        kv.log().contains("Starting automatic rewriting of AOF"),
+        "{}",
+        kv.log()
+    );
+    kv.conn().ok(&[b"SET", b"after", b"1"]);
+    let dir = kv.path("appendonlydir");
+    let incr: Vec<u8> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        incr.windows(4).any(|w| w == b"#TS:"),
+        "no timestamp annotation"
+    );
+    let want = kv.digest();
+    servers_load(
+        &dir,
+        &want,
+        "switched on live, rewritten by growth, with timestamps",
+    );
+    kv.conn().ok(&[b"CONFIG", b"SET", b"appendonly", b"no"]);
+    assert_eq!(info(&mut kv, "aof_enabled"), "0");
 }

@@ -108,11 +108,17 @@ fn files(dir: &Path) -> Vec<(String, u64)> {
 
 /// A directory with a committed base and incr files: (dir guard, options, the data).
 fn committed(fsync: Fsync) -> (tempfile::TempDir, AofOptions, MemKeyspace) {
+    committed_with(fsync, true)
+}
+
+fn committed_with(fsync: Fsync, ring: bool) -> (tempfile::TempDir, AofOptions, MemKeyspace) {
     let _g = crate::common::fork_lock();
     let dir = tempfile::tempdir().unwrap();
-    let opts = AofOptions::new(dir.path()).fsync(fsync);
+    let opts = AofOptions::new(dir.path()).fsync(fsync).io_uring(ring);
     let mut state = MemKeyspace::new();
     let aof = Aof::open(opts.clone()).unwrap();
+    let backend = aof.stats().append.backend;
+    assert_eq!(backend.starts_with("io_uring"), ring, "{backend}");
     assert!(aof.stats().needs_rewrite, "a new AOF needs its first base");
     // Written before the first rewrite: in its base, not replayed twice.
     write(&aof, &mut state, "early", 50);
@@ -127,8 +133,14 @@ fn committed(fsync: Fsync) -> (tempfile::TempDir, AofOptions, MemKeyspace) {
 
 #[test]
 fn appends_and_rewrites_load_back_as_the_same_data() {
-    for fsync in [Fsync::Always, Fsync::EverySec, Fsync::No] {
-        let (dir, opts, state) = committed(fsync);
+    for (fsync, ring) in [
+        (Fsync::Always, true),
+        (Fsync::EverySec, true),
+        (Fsync::No, true),
+        (Fsync::Always, false),
+        (Fsync::EverySec, false),
+    ] {
+        let (dir, opts, state) = committed_with(fsync, ring);
         let (ks, rep) = load(&opts).unwrap().unwrap();
         crate::common::assert_same_data(&ks, &state);
         assert_eq!(rep.files.len(), 2, "{:?}", rep.files);
