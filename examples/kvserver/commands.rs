@@ -269,20 +269,29 @@ impl Server {
                     out.error(SYNTAX);
                     return Flow::Continue;
                 }
-                if name == "flushall" {
+                let all = name == "flushall";
+                if all {
                     // As Redis: a running BGSAVE is killed, and with save points the
                     // (now empty) dataset is saved at once.
                     self.persist.abort();
-                    for db in 0..DATABASES {
-                        self.flush(db);
-                    }
-                    if !self.persist.config().save.is_empty() {
-                        let _ = tokio::task::block_in_place(|| self.persist.save(&self.store));
-                    }
-                } else {
-                    self.flush(c.db);
                 }
-                self.wrote(c, &name, a);
+                {
+                    // Emptied and logged with every guard held, so no write of another
+                    // client falls between the two in the AOF.
+                    let dbs = if all { 0..DATABASES } else { c.db..c.db + 1 };
+                    let mut guards: Vec<_> = dbs.flat_map(|d| self.store.lock_db(d)).collect();
+                    for g in &mut guards {
+                        let db = g.db;
+                        **g = Shard {
+                            db,
+                            ..Shard::default()
+                        };
+                    }
+                    self.wrote(c, &name, a);
+                }
+                if all && !self.persist.config().save.is_empty() {
+                    let _ = tokio::task::block_in_place(|| self.persist.save(&self.store));
+                }
                 out.ok()
             }
             "exists" | "del" | "unlink" => {
@@ -482,15 +491,6 @@ impl Server {
             _ => return self.exec_collections(c, &name, a, out),
         }
         Flow::Continue
-    }
-
-    fn flush(&self, db: usize) {
-        for mut g in self.store.lock_db(db) {
-            *g = Shard {
-                db,
-                ..Shard::default()
-            };
-        }
     }
 
     fn set(&self, c: &mut Client, a: &[Vec<u8>], out: &mut Out) {

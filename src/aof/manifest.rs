@@ -390,3 +390,67 @@ mod tests {
         assert_eq!(m.last_incr_seq(), 7);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A manifest that lists something (an empty one renders as the empty text Redis
+    /// refuses; forksnap never writes it).
+    fn non_empty(m: Manifest) -> Manifest {
+        if m == Manifest::default() {
+            Manifest {
+                history: vec![FileInfo { name: b"h".to_vec(), seq: 1, kind: Kind::History }],
+                ..m
+            }
+        } else {
+            m
+        }
+    }
+
+    fn arb_info(kind: Kind) -> impl Strategy<Value = FileInfo> {
+        // Any bytes but the path separators (and NUL, which no file name holds).
+        (prop::collection::vec(any::<u8>().prop_filter("sep", |b| !matches!(b, b'/' | b'\\' | 0)), 1..40), 1i64..i64::MAX)
+            .prop_map(move |(name, seq)| FileInfo { name, seq, kind })
+    }
+
+    proptest! {
+        /// Whatever the bytes, the parser answers (no panic), and what it accepts
+        /// renders to text that parses back to the same manifest (a manifest of comments
+        /// alone parses as empty, which is never written).
+        #[test]
+        fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(m) = Manifest::parse(&data).map(non_empty) {
+                prop_assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+            }
+        }
+
+        /// Lines made of the grammar's own words, shuffled and damaged.
+        #[test]
+        fn grammar_like_lines_never_panic(words in prop::collection::vec(
+            prop::sample::select(vec!["file", "seq", "type", "b", "h", "i", "x", "1", "2", "0", "-3",
+                "\"q\"", "\"a b\"", "'s'", "\"\\x41\"", "\"", "#", "\n", "\r\n", " ", "\t"]), 0..40)) {
+            let text = words.concat();
+            if let Ok(m) = Manifest::parse(text.as_bytes()).map(non_empty) {
+                prop_assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+            }
+        }
+
+        /// Every manifest Redis could write round-trips, whatever its names.
+        #[test]
+        fn any_manifest_round_trips(
+            base in prop::option::of(arb_info(Kind::Base)),
+            history in prop::collection::vec(arb_info(Kind::History), 0..4),
+            incr_seqs in prop::collection::btree_set(1i64..1000, 0..5),
+            names in prop::collection::vec(arb_info(Kind::Incr), 5),
+        ) {
+            let incr: Vec<FileInfo> = incr_seqs.into_iter().zip(names).map(|(seq, f)| FileInfo { seq, ..f }).collect();
+            let m = Manifest { base, history, incr };
+            prop_assume!(m.base.is_some() || !m.history.is_empty() || !m.incr.is_empty());
+            let text = m.render();
+            prop_assume!(text.split(|&b| b == b'\n').all(|l| l.len() < MAX_LINE));
+            prop_assert_eq!(Manifest::parse(&text).unwrap(), m);
+        }
+    }
+}

@@ -393,6 +393,8 @@ pub struct AofStats {
     pub base_size: u64,
     /// A rewrite is running (`aof_rewrite_in_progress`).
     pub rewrite_running: bool,
+    /// The running rewrite's child: keys and bytes so far.
+    pub rewrite_progress: Option<crate::fork::Progress>,
     /// No base yet: a rewrite must run before the AOF can be loaded.
     pub needs_rewrite: bool,
     /// Rewrites committed since open.
@@ -541,6 +543,7 @@ impl Aof {
             base_size: ctl.base_size,
             append,
             rewrite_running: ctl.rewrite.is_some(),
+            rewrite_progress: ctl.rewrite.as_ref().map(|r| r.progress()),
             needs_rewrite: ctl.waiting,
             rewrites: ctl.rewrites,
             last_rewrite: ctl.last_rewrite.clone(),

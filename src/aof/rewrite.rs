@@ -33,6 +33,10 @@ impl Running {
     pub(super) fn abort(self) {
         let _ = self.snap.abort();
     }
+
+    pub(super) fn progress(&self) -> crate::fork::Progress {
+        self.snap.progress()
+    }
 }
 
 impl Aof {
