@@ -94,6 +94,10 @@ pub struct RewriteState {
     started: Option<Instant>,
     last_secs: i64,
     last_ok: bool,
+    /// Failed rewrites in a row; from the third on, automatic rewrites back off (1, 2,
+    /// 4 … 60 minutes), as Redis's do.
+    failures: u32,
+    retry_after: Option<Instant>,
     last_cow: u64,
     /// `aof_current_size` right after the last rewrite (the growth base).
     base_size: u64,
@@ -104,6 +108,8 @@ pub static REWRITE: Mutex<RewriteState> = Mutex::new(RewriteState {
     started: None,
     last_secs: -1,
     last_ok: true,
+    failures: 0,
+    retry_after: None,
     last_cow: 0,
     base_size: 0,
 });
@@ -234,6 +240,8 @@ impl Server {
             match r {
                 Ok(rep) => {
                     st.last_ok = true;
+                    st.failures = 0;
+                    st.retry_after = None;
                     st.last_cow = rep.snapshot.cow.peak_bytes;
                     self.persist.note_fork(rep.snapshot.fork_us);
                     st.base_size = aof.stats().current_size;
@@ -245,6 +253,17 @@ impl Server {
                 }
                 Err(e) => {
                     st.last_ok = false;
+                    st.failures += 1;
+                    if st.failures >= 3 {
+                        let minutes = 1u64 << (st.failures - 3).min(6);
+                        let wait = std::time::Duration::from_secs(60 * minutes.min(60));
+                        st.retry_after = Some(Instant::now() + wait);
+                        tracing::warn!(
+                            "{} AOF rewrites failed in a row: the next automatic one waits {} minutes",
+                            st.failures,
+                            wait.as_secs() / 60
+                        );
+                    }
                     tracing::warn!("Background AOF rewrite failed: {e}");
                     if aof.stats().needs_rewrite {
                         st.scheduled = true;
@@ -256,18 +275,20 @@ impl Server {
         if s.rewrite_running || forksnap::snapshot_running() {
             return;
         }
-        let (scheduled, base) = {
+        let (scheduled, base, backoff) = {
             let st = rewrite_state();
-            (st.scheduled, st.base_size)
+            let backoff = st.retry_after.is_some_and(|t| Instant::now() < t);
+            (st.scheduled, st.base_size, backoff)
         };
         let (pct, min) = {
             let cfg = self.persist.config();
             (cfg.aof.auto_percentage, cfg.aof.auto_min_size)
         };
-        let grown = pct > 0
+        let grown = !backoff
+            && pct > 0
             && s.current_size > min
             && s.current_size.saturating_sub(base) * 100 / base.max(1) >= pct;
-        if scheduled || grown {
+        if (scheduled && !backoff) || grown {
             if grown {
                 tracing::info!(
                     "Starting automatic rewriting of AOF on {}% growth",
@@ -290,7 +311,8 @@ impl Server {
             out,
             "aof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\n\
              aof_last_rewrite_time_sec:{}\r\naof_current_rewrite_time_sec:{}\r\n\
-             aof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\naof_last_write_status:{}\r\n\
+             aof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\n\
+             aof_rewrites_consecutive_failures:{}\r\naof_last_write_status:{}\r\n\
              aof_last_cow_size:{}\r\n",
             aof.is_some() as u8,
             running as u8,
@@ -299,6 +321,7 @@ impl Server {
             st.started.map_or(-1, |t| t.elapsed().as_secs() as i64),
             if st.last_ok { "ok" } else { "err" },
             s.as_ref().map_or(0, |s| s.rewrites),
+            st.failures,
             if s.as_ref().is_some_and(|s| s.append.error.is_some()) {
                 "err"
             } else {

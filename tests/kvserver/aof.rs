@@ -397,3 +397,34 @@ fn appendonly_switched_on_live_then_rewritten_by_growth() {
     kv.conn().ok(&[b"CONFIG", b"SET", b"appendonly", b"no"]);
     assert_eq!(info(&mut kv, "aof_enabled"), "0");
 }
+
+/// One child at a time: BGREWRITEAOF during a BGSAVE is scheduled, and runs after it.
+#[test]
+fn a_rewrite_asked_for_during_bgsave_runs_after_it() {
+    let Some(mut kv) = Server::start_args(Kind::KvServer, None, &["--appendonly", "yes"]) else {
+        return;
+    };
+    assert_eq!(rewrite_done(&mut kv), "ok");
+    kv.conn()
+        .ok(&[b"DEBUG", b"POPULATE", b"2000000", b"k", b"64"]);
+    assert_eq!(
+        kv.conn().cmd(&[b"BGSAVE"]),
+        Reply::Status("Background saving started".into())
+    );
+    assert_eq!(
+        kv.conn().cmd(&[b"BGREWRITEAOF"]),
+        Reply::Status("Background append only file rewriting scheduled".into()),
+        "the BGSAVE ended before the BGREWRITEAOF; log:\n{}",
+        kv.log()
+    );
+    assert_eq!(info(&mut kv, "aof_rewrite_scheduled"), "1");
+    assert_eq!(rewrite_done(&mut kv), "ok");
+    assert_eq!(
+        info(&mut kv, "aof_rewrites"),
+        "2",
+        "the first base, then the scheduled one"
+    );
+    assert_eq!(info(&mut kv, "rdb_last_bgsave_status"), "ok");
+    let mut again = start_on_aof(Kind::KvServer, &kv.path("appendonlydir"), &[]).unwrap();
+    assert_eq!(again.conn().int(&[b"DBSIZE"]), 2_000_000);
+}
