@@ -7,15 +7,17 @@
 
 use std::io::{BufRead, ErrorKind};
 
+use crate::rdb::num::format_u64;
+
 /// Appends one command in RESP.
 pub(crate) fn encode(out: &mut Vec<u8>, argv: &[&[u8]]) {
-    let mut num = itoa_buf();
+    let mut num = [0u8; 20];
     out.push(b'*');
-    out.extend_from_slice(itoa(&mut num, argv.len() as u64));
+    out.extend_from_slice(format_u64(argv.len() as u64, &mut num));
     out.extend_from_slice(b"\r\n");
     for a in argv {
         out.push(b'$');
-        out.extend_from_slice(itoa(&mut num, a.len() as u64));
+        out.extend_from_slice(format_u64(a.len() as u64, &mut num));
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
@@ -24,25 +26,9 @@ pub(crate) fn encode(out: &mut Vec<u8>, argv: &[&[u8]]) {
 
 /// Appends `SELECT <db>`.
 pub(crate) fn encode_select(out: &mut Vec<u8>, db: u32) {
-    let mut num = itoa_buf();
-    let d = itoa(&mut num, u64::from(db)).to_vec();
+    let mut num = [0u8; 20];
+    let d = format_u64(u64::from(db), &mut num).to_vec();
     encode(out, &[b"SELECT", &d]);
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-fn itoa(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// What the reader found next.

@@ -251,6 +251,19 @@ impl Server {
         }
     }
 
+    /// One field of `INFO everything`.
+    pub fn info(&mut self, field: &str) -> String {
+        let Reply::Bulk(Some(text)) = self.conn().cmd(&[b"INFO", b"everything"]) else {
+            panic!("INFO did not answer a bulk string")
+        };
+        let text = String::from_utf8(text).unwrap();
+        let prefix = format!("{field}:");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("INFO has no {field}"))
+            .to_string()
+    }
+
     pub fn dbsize_all(&mut self) -> u64 {
         let mut n = 0;
         for db in 0..16 {

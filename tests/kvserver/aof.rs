@@ -10,29 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn info(s: &mut Server, field: &str) -> String {
-    let Reply::Bulk(Some(text)) = s.conn().cmd(&[b"INFO", b"persistence"]) else {
-        panic!("INFO did not answer a bulk string")
-    };
-    let text = String::from_utf8(text).unwrap();
-    let prefix = format!("{field}:");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("INFO has no {field}"))
-        .to_string()
-}
-
 /// Waits until no rewrite runs or is scheduled; the last rewrite's status.
 fn rewrite_done(s: &mut Server) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while info(s, "aof_rewrite_in_progress") == "1" || info(s, "aof_rewrite_scheduled") == "1" {
+    while s.info("aof_rewrite_in_progress") == "1" || s.info("aof_rewrite_scheduled") == "1" {
         assert!(
             Instant::now() < deadline,
             "rewrite still running after 120 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    info(s, "aof_last_bgrewrite_status")
+    s.info("aof_last_bgrewrite_status")
 }
 
 fn bgrewriteaof(s: &mut Server) {
@@ -292,7 +280,7 @@ fn acknowledged_writes_survive_sigkill_with_appendfsync_always() {
         if round % 3 == 1 {
             kv.conn().cmd(&[b"BGREWRITEAOF"]);
             std::thread::sleep(Duration::from_millis(rand(150)));
-            if info(&mut kv, "aof_rewrite_in_progress") == "1" {
+            if kv.info("aof_rewrite_in_progress") == "1" {
                 during_rewrite += 1;
             }
         }
@@ -350,15 +338,15 @@ fn appendonly_switched_on_live_then_rewritten_by_growth() {
         return;
     };
     fill_by_commands(kv.conn(), &datasets::edge_cases(false));
-    assert_eq!(info(&mut kv, "aof_enabled"), "0");
+    assert_eq!(kv.info("aof_enabled"), "0");
     kv.conn().ok(&[b"CONFIG", b"SET", b"appendonly", b"yes"]);
-    assert_eq!(info(&mut kv, "aof_enabled"), "1");
+    assert_eq!(kv.info("aof_enabled"), "1");
     assert_eq!(rewrite_done(&mut kv), "ok");
-    assert_eq!(info(&mut kv, "aof_rewrites"), "1", "the first base");
+    assert_eq!(kv.info("aof_rewrites"), "1", "the first base");
     let deadline = Instant::now() + Duration::from_secs(60);
     let pad = vec![b'p'; 1000];
     let mut i = 0u64;
-    while info(&mut kv, "aof_rewrites") == "1" {
+    while kv.info("aof_rewrites") == "1" {
         assert!(
             Instant::now() < deadline,
             "no automatic rewrite in 60 s; log:\n{}",
@@ -395,7 +383,7 @@ fn appendonly_switched_on_live_then_rewritten_by_growth() {
         "switched on live, rewritten by growth, with timestamps",
     );
     kv.conn().ok(&[b"CONFIG", b"SET", b"appendonly", b"no"]);
-    assert_eq!(info(&mut kv, "aof_enabled"), "0");
+    assert_eq!(kv.info("aof_enabled"), "0");
 }
 
 /// One child at a time: BGREWRITEAOF during a BGSAVE is scheduled, and runs after it.
@@ -417,14 +405,14 @@ fn a_rewrite_asked_for_during_bgsave_runs_after_it() {
         "the BGSAVE ended before the BGREWRITEAOF; log:\n{}",
         kv.log()
     );
-    assert_eq!(info(&mut kv, "aof_rewrite_scheduled"), "1");
+    assert_eq!(kv.info("aof_rewrite_scheduled"), "1");
     assert_eq!(rewrite_done(&mut kv), "ok");
     assert_eq!(
-        info(&mut kv, "aof_rewrites"),
+        kv.info("aof_rewrites"),
         "2",
         "the first base, then the scheduled one"
     );
-    assert_eq!(info(&mut kv, "rdb_last_bgsave_status"), "ok");
+    assert_eq!(kv.info("rdb_last_bgsave_status"), "ok");
     let mut again = start_on_aof(Kind::KvServer, &kv.path("appendonlydir"), &[]).unwrap();
     assert_eq!(again.conn().int(&[b"DBSIZE"]), 2_000_000);
 }

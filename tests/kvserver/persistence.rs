@@ -8,29 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn info(s: &mut Server, field: &str) -> String {
-    let Reply::Bulk(Some(text)) = s.conn().cmd(&[b"INFO", b"everything"]) else {
-        panic!("INFO did not answer a bulk string")
-    };
-    let text = String::from_utf8(text).unwrap();
-    let prefix = format!("{field}:");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("INFO has no {field}"))
-        .to_string()
-}
-
 /// Waits for the running BGSAVE to end; its status.
 fn bgsave_done(s: &mut Server) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while info(s, "rdb_bgsave_in_progress") == "1" {
+    while s.info("rdb_bgsave_in_progress") == "1" {
         assert!(
             Instant::now() < deadline,
             "BGSAVE still running after 120 s"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    info(s, "rdb_last_bgsave_status")
+    s.info("rdb_last_bgsave_status")
 }
 
 /// Writers on their own connections: strings, counters, lists, sets, hashes and zsets
@@ -106,7 +94,7 @@ fn bgsave_under_write_load_saves_the_moment_of_the_fork() {
         Reply::Error("ERR Background save already in progress".into()),
         "a second BGSAVE answers as Redis's"
     );
-    let want = info(&mut kv, "forksnap_fork_digest");
+    let want = kv.info("forksnap_fork_digest");
     assert_eq!(bgsave_done(&mut kv), "ok", "log:\n{}", kv.log());
     let during = done.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
@@ -185,7 +173,7 @@ fn a_sigkill_during_bgsave_keeps_the_previous_file() {
         Reply::Status("Background saving started".into())
     );
     assert_eq!(
-        info(&mut kv, "rdb_bgsave_in_progress"),
+        kv.info("rdb_bgsave_in_progress"),
         "1",
         "the BGSAVE ended before the kill"
     );
@@ -215,18 +203,18 @@ fn save_points_and_shutdown_save() {
         ]))
     );
     kv.conn().ok(&[b"SET", b"a", b"1"]);
-    assert_eq!(info(&mut kv, "rdb_changes_since_last_save"), "1");
+    assert_eq!(kv.info("rdb_changes_since_last_save"), "1");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while info(&mut kv, "rdb_saves") == "0" || info(&mut kv, "rdb_bgsave_in_progress") == "1" {
+    while kv.info("rdb_saves") == "0" || kv.info("rdb_bgsave_in_progress") == "1" {
         assert!(
             Instant::now() < deadline,
             "the save point did not start a BGSAVE in 15 s"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(info(&mut kv, "rdb_changes_since_last_save"), "0");
+    assert_eq!(kv.info("rdb_changes_since_last_save"), "0");
     let lastsave = kv.conn().int(&[b"LASTSAVE"]).to_string();
-    assert_eq!(info(&mut kv, "rdb_last_save_time"), lastsave);
+    assert_eq!(kv.info("rdb_last_save_time"), lastsave);
     assert!(
         kv.log().contains("background saving started"),
         "{}",
