@@ -8,7 +8,9 @@
 //!
 //! Read it in this order: `store.rs` (the sharded keyspace, and the two small types that
 //! connect it to forksnap: `Frozen`, a `Keyspace`, and `Loader`, a `LoadVisitor`),
-//! `persist.rs` (SAVE, BGSAVE, save points, INFO persistence), then `commands.rs`.
+//! `persist.rs` (SAVE, BGSAVE, save points, INFO persistence), `aof.rs` (the append-only
+//! file: replay, logging under the key's lock, replies held until safe, rewrites), then
+//! `commands.rs`.
 //! Flags as redis-server's: `--port --bind --dir --dbfilename --save --appendonly`, and
 //! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
 //! --cow-budget BYTES --thp`; for tests, `--digest-at-fork yes` (INFO shows the DEBUG DIGEST
