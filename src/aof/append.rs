@@ -369,8 +369,13 @@ impl Flusher {
             // Wait for work: someone waits, the buffer is large, the tick, or closing.
             loop {
                 let pending = !st.buf.is_empty();
-                let waited = st.want > st.written || st.switch.is_some();
-                if st.closing || (pending && (waited || st.buf.len() >= EAGER)) {
+                let waited = st.want > st.written;
+                // A switch is served at once even with nothing to write: the server is
+                // frozen until it is done.
+                if st.closing
+                    || st.switch.is_some()
+                    || (pending && (waited || st.buf.len() >= EAGER))
+                {
                     break;
                 }
                 let (g, t) = self
