@@ -215,6 +215,7 @@ pub fn final_message(
         .u64(u64::from(s.fixed_buffers))
         .u64(s.short_writes)
         .u64(s.throttled_us)
+        .u64(u64::from(s.prealloc_stopped))
         .u64(child_wall.as_micros() as u64)
         .u64(r.summary.keys())
         // u64::MAX: not measured.
@@ -246,6 +247,7 @@ pub fn parse_final(f: &mut Fields<'_>, mut summary: EncodeSummary) -> (SnapshotR
         fixed_buffers: f.u64() == 1,
         short_writes: f.u64(),
         throttled_us: f.u64(),
+        prealloc_stopped: f.u64() == 1,
     };
     let child_wall = Duration::from_micros(f.u64());
     let progress = Progress {

@@ -48,6 +48,9 @@ pub struct BackendStats {
     /// Time the writer waited for the write-rate cap
     /// ([`SnapshotOptions::max_write_rate`](crate::SnapshotOptions::max_write_rate)), µs.
     pub throttled_us: u64,
+    /// With O_DIRECT, preallocating the file ahead of the writes (`fallocate`) failed
+    /// (no support, no room for the stretch ahead) and stopped; the writes went on.
+    pub prealloc_stopped: bool,
 }
 
 pub(crate) trait Backend: Send {
@@ -86,6 +89,7 @@ fn stats_from(
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
         throttled_us: 0,
+        prealloc_stopped: false,
     }
 }
 

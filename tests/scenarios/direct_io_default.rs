@@ -47,6 +47,7 @@ fn the_default_takes_o_direct_where_the_file_system_accepts_it() {
         "O_DIRECT (auto: the file system accepts it)",
     );
     assert_eq!(r.backend, Some(BackendKind::Uring), "{}", r.backend_reason);
+    assert!(!r.stats.prealloc_stopped, "ext4 and XFS preallocate");
 }
 
 /// A failing `fallocate` (no support, or no room for the stretch ahead) only ends the
@@ -60,7 +61,8 @@ fn a_failed_preallocation_is_not_an_error() {
         let opts = SnapshotOptions::new(dir.path().join(format!("f{errno}.rdb")))
             .chunk_size(1 << 20)
             .faults(Faults::default().fail(Step::Fallocate, nth, errno));
-        snapshot_says(opts, &ks, "O_DIRECT");
+        let r = snapshot_says(opts, &ks, "O_DIRECT");
+        assert!(r.stats.prealloc_stopped, "the fallocate fault did not fire");
     }
 }
 
