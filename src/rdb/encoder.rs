@@ -196,11 +196,17 @@ impl<S: ChunkSink> Out<S> {
     }
 }
 
-/// LZF state: the reusable hash table and the on/off switch.
+/// LZF state: the reusable hash table, an output buffer reused for values up to
+/// [`LZF_SCRATCH`] (zeroed once, when it grows; zeroing a fresh arena slice per value
+/// was 1.0-1.3% of the child's time), and the on/off switch.
 struct Lzf {
     table: Box<[u32; lzf::HASH_SIZE]>,
+    scratch: Vec<u8>,
     enabled: bool,
 }
+
+/// The largest value compressed into [`Lzf`]'s reused buffer; larger ones use the arena.
+const LZF_SCRATCH: usize = 1 << 20;
 
 impl Lzf {
     /// Writes `s` as an RDB string: integer-encoded if exact, else LZF if enabled and
@@ -221,7 +227,14 @@ impl Lzf {
     #[inline]
     fn blob<S: ChunkSink>(&mut self, arena: &Bump, out: &mut Out<S>, s: &[u8]) -> Result<()> {
         if self.enabled && s.len() > 20 {
-            let dst = arena.alloc_slice_fill_copy(s.len() - 4, 0u8);
+            let dst = if s.len() <= LZF_SCRATCH {
+                if self.scratch.len() < s.len() {
+                    self.scratch.resize(s.len(), 0);
+                }
+                &mut self.scratch[..s.len() - 4]
+            } else {
+                arena.alloc_slice_fill_copy(s.len() - 4, 0u8)
+            };
             if let Some(n) = lzf::compress(s, dst, &mut self.table) {
                 out.byte(0xC3)?;
                 out.len(n as u64)?;
@@ -290,6 +303,7 @@ impl<S: ChunkSink> Encoder<S> {
             arena: Bump::with_capacity(64 * 1024),
             lzf: Lzf {
                 table: Box::new([0u32; lzf::HASH_SIZE]),
+                scratch: Vec::new(),
                 enabled: opts.lzf,
             },
             uniq: Uniq::default(),
