@@ -281,7 +281,9 @@ impl Appender {
     }
 
     /// Writes (and fsyncs) everything appended so far, then continues in `file`: the
-    /// next command starts with a `SELECT`. Returns once the old file is complete.
+    /// next command starts with a `SELECT`. Returns once the old file is complete. No
+    /// append may run meanwhile (`start_rewrite`'s caller holds its data frozen), or it
+    /// could land in either file.
     pub fn switch(&self, file: OwnedFd, path: PathBuf) -> Result<()> {
         let mut st = self.inner.lock();
         let at = st.appended;
@@ -370,12 +372,12 @@ impl Flusher {
             loop {
                 let pending = !st.buf.is_empty();
                 let waited = st.want > st.written;
-                // A switch is served at once even with nothing to write: the server is
-                // frozen until it is done.
-                if st.closing
-                    || st.switch.is_some()
-                    || (pending && (waited || st.buf.len() >= EAGER))
-                {
+                // A switch is served at once even with nothing to write (the server is
+                // frozen until it is done); after an error the next attempt waits for
+                // the tick (a full disk must not make this thread spin).
+                let urgent = st.error.is_none()
+                    && (st.switch.is_some() || (pending && (waited || st.buf.len() >= EAGER)));
+                if st.closing || urgent {
                     break;
                 }
                 let (g, t) = self
