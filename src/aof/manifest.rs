@@ -268,10 +268,13 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Writes a file name as Redis does: bare, or quoted with escapes when it holds white
-/// space, quotes, backslashes or bytes that are not printable.
+/// space, quotes (single ones too, which Redis leaves bare), backslashes or bytes that are
+/// not printable.
 fn write_name(out: &mut Vec<u8>, name: &[u8]) {
+    // Redis quotes for the same bytes except `'`, which its own parser then takes for
+    // an unbalanced quote (a name starting with one cannot be read back): quoted here.
     let needs = name.iter().any(|&b| {
-        matches!(b, b'\\' | b'"' | b'\n' | b'\r' | b'\t' | 7 | 8)
+        matches!(b, b'\\' | b'"' | b'\'' | b'\n' | b'\r' | b'\t' | 7 | 8)
             || !(0x20..0x7f).contains(&b)
             || b == b' '
     });
@@ -333,7 +336,7 @@ mod tests {
 
     #[test]
     fn odd_names_round_trip_quoted() {
-        for name in ["with space", "q\"uote", "tab\there", "nl\nx", "\x01ctl", "é"] {
+        for name in ["with space", "q\"uote", "'", "a'b", "tab\there", "nl\nx", "\x01ctl", "é"] {
             let m = Manifest {
                 base: Some(info(name, 1, Kind::Base)),
                 ..Manifest::default()
