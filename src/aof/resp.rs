@@ -11,17 +11,28 @@ use crate::rdb::num::format_u64;
 
 /// Appends one command in RESP.
 pub(crate) fn encode(out: &mut Vec<u8>, argv: &[&[u8]]) {
+    header(out, argv.len());
+    for a in argv {
+        arg(out, a);
+    }
+}
+
+/// Appends a command's header, `*<argc>\r\n` (its arguments follow with [`arg`]).
+pub(crate) fn header(out: &mut Vec<u8>, argc: usize) {
     let mut num = [0u8; 20];
     out.push(b'*');
-    out.extend_from_slice(format_u64(argv.len() as u64, &mut num));
+    out.extend_from_slice(format_u64(argc as u64, &mut num));
     out.extend_from_slice(b"\r\n");
-    for a in argv {
-        out.push(b'$');
-        out.extend_from_slice(format_u64(a.len() as u64, &mut num));
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+}
+
+/// Appends one argument, `$<len>\r\n<bytes>\r\n`.
+pub(crate) fn arg(out: &mut Vec<u8>, a: &[u8]) {
+    let mut num = [0u8; 20];
+    out.push(b'$');
+    out.extend_from_slice(format_u64(a.len() as u64, &mut num));
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(a);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `SELECT <db>`.

@@ -21,6 +21,7 @@ use super::listpack::{self, LpWriter};
 use super::num::{canonical_i64, format_i64, score_text, ScoreText};
 use super::uniq::{Rewalk, Uniq};
 use super::{intset, limits, lzf, opcodes, types, Crc64, MAX_WRITE_VERSION, MIN_WRITE_VERSION};
+use crate::aof::resp;
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
 use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
@@ -345,10 +346,11 @@ impl<S: ChunkSink> Encoder<S> {
     /// Starts database `info.index` (SELECTDB + RESIZEDB).
     pub fn begin_db(&mut self, info: &DbInfo) -> Result<()> {
         self.end_db();
-        if self.resp.is_some() {
+        if let Some(r) = &mut self.resp {
             self.in_db = Some(info.index);
-            let db = info.index.to_string();
-            return resp_command(&mut self.out, &[b"SELECT", db.as_bytes()], &[], 0);
+            let mut num = [0u8; 20];
+            let db = super::num::format_u64(u64::from(info.index), &mut num);
+            return resp_command(&mut self.out, &mut r.head, &[b"SELECT", db], &[], 0);
         }
         self.out.byte(opcodes::SELECTDB)?;
         self.out.len(u64::from(info.index))?;
@@ -681,32 +683,30 @@ impl<S: ChunkSink> Encoder<S> {
 /// `AOF_REWRITE_ITEMS_PER_CMD`.
 const RESP_ITEMS_PER_CMD: usize = 64;
 
-/// A RESP base's scratch: the current command's arguments after the key.
+/// A RESP base's scratch, reused from key to key: the current command's head and the
+/// arguments after its key.
 #[derive(Default)]
 struct RespScratch {
+    head: Vec<u8>,
     args: Vec<u8>,
     score: String,
 }
 
-/// Appends one bulk argument.
-fn resp_arg(out: &mut Vec<u8>, a: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(a.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(a);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes a command: `head` arguments, then `n` more already encoded in `tail`.
-fn resp_command<S: ChunkSink>(out: &mut Out<S>, head: &[&[u8]], tail: &[u8], n: usize) -> Result<()> {
-    let mut h = Vec::with_capacity(64);
-    h.push(b'*');
-    h.extend_from_slice((head.len() + n).to_string().as_bytes());
-    h.extend_from_slice(b"\r\n");
+/// Writes a command: `head` arguments, then `n` more already encoded in `tail` (the
+/// AOF's RESP encoding, `aof::resp`).
+fn resp_command<S: ChunkSink>(
+    out: &mut Out<S>,
+    scratch: &mut Vec<u8>,
+    head: &[&[u8]],
+    tail: &[u8],
+    n: usize,
+) -> Result<()> {
+    scratch.clear();
+    resp::header(scratch, head.len() + n);
     for a in head {
-        resp_arg(&mut h, a);
+        resp::arg(scratch, a);
     }
-    out.put(&h)?;
+    out.put(scratch)?;
     out.put(tail)
 }
 
@@ -715,10 +715,12 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
     let key = e.key;
     let mut res = Ok(());
     // Collects elements; writes a command each `RESP_ITEMS_PER_CMD` (pairs count once).
-    let mut batch = |out: &mut Out<S>, args: &mut Vec<u8>, n: &mut usize, per: usize, name: &[u8], last: bool| {
+    #[rustfmt::skip]
+    let mut batch = |out: &mut Out<S>, head: &mut Vec<u8>, args: &mut Vec<u8>, n: &mut usize,
+                     per: usize, name: &[u8], last: bool| {
         if *n > 0 && (last || *n == RESP_ITEMS_PER_CMD * per) {
             if res.is_ok() {
-                res = resp_command(out, &[name, key], args, *n);
+                res = resp_command(out, head, &[name, key], args, *n);
             }
             args.clear();
             *n = 0;
@@ -728,11 +730,13 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
     let mut yielded = 0usize;
     let (len, coll) = match e.value {
         Value::Str(s) => {
-            resp_command(out, &[b"SET", key, s], &[], 0)?;
+            resp_command(out, &mut r.head, &[b"SET", key, s], &[], 0)?;
             (0, None)
         }
         Value::Int(i) => {
-            resp_command(out, &[b"SET", key, i.to_string().as_bytes()], &[], 0)?;
+            let mut num = [0u8; 20];
+            let i = format_i64(i, &mut num);
+            resp_command(out, &mut r.head, &[b"SET", key, i], &[], 0)?;
             (0, None)
         }
         Value::Unsupported(_) => return Ok(Outcome::SkippedUnsupported),
@@ -746,34 +750,34 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
             };
             l.for_each(&mut |m| {
                 yielded += 1;
-                resp_arg(&mut r.args, m);
+                resp::arg(&mut r.args, m);
                 n += 1;
-                batch(out, &mut r.args, &mut n, 1, name, false);
+                batch(out, &mut r.head, &mut r.args, &mut n, 1, name, false);
             });
-            batch(out, &mut r.args, &mut n, 1, name, true);
+            batch(out, &mut r.head, &mut r.args, &mut n, 1, name, true);
             (l.len(), Some(coll))
         }
         Value::ZSet(z) => {
             z.for_each(&mut |m, s| {
                 yielded += 1;
                 crate::keyspace::format_score(s, &mut r.score);
-                resp_arg(&mut r.args, r.score.as_bytes());
-                resp_arg(&mut r.args, m);
+                resp::arg(&mut r.args, r.score.as_bytes());
+                resp::arg(&mut r.args, m);
                 n += 2;
-                batch(out, &mut r.args, &mut n, 2, b"ZADD", false);
+                batch(out, &mut r.head, &mut r.args, &mut n, 2, b"ZADD", false);
             });
-            batch(out, &mut r.args, &mut n, 2, b"ZADD", true);
+            batch(out, &mut r.head, &mut r.args, &mut n, 2, b"ZADD", true);
             (z.len(), Some(Coll::ZSet))
         }
         Value::Hash(h) => {
             h.for_each(&mut |f, v| {
                 yielded += 1;
-                resp_arg(&mut r.args, f);
-                resp_arg(&mut r.args, v);
+                resp::arg(&mut r.args, f);
+                resp::arg(&mut r.args, v);
                 n += 2;
-                batch(out, &mut r.args, &mut n, 2, b"HMSET", false);
+                batch(out, &mut r.head, &mut r.args, &mut n, 2, b"HMSET", false);
             });
-            batch(out, &mut r.args, &mut n, 2, b"HMSET", true);
+            batch(out, &mut r.head, &mut r.args, &mut n, 2, b"HMSET", true);
             (h.len(), Some(Coll::Hash))
         }
     };
@@ -787,7 +791,9 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
         }
     }
     if let Some(ms) = e.expire_ms {
-        resp_command(out, &[b"PEXPIREAT", key, ms.to_string().as_bytes()], &[], 0)?;
+        let mut num = [0u8; 20];
+        let ms = format_i64(ms, &mut num);
+        resp_command(out, &mut r.head, &[b"PEXPIREAT", key, ms], &[], 0)?;
     }
     Ok(Outcome::Written)
 }
