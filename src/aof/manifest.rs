@@ -218,10 +218,7 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
-                        return None;
-                    }
-                    i += 1;
+                    i = after_quote(line, i)?;
                     break;
                 } else {
                     cur.push(c);
@@ -235,10 +232,7 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     i += 1;
                     cur.push(b'\'');
                 } else if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
-                        return None;
-                    }
-                    i += 1;
+                    i = after_quote(line, i)?;
                     break;
                 } else {
                     cur.push(c);
@@ -260,6 +254,14 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             i += 1;
         }
         out.push(cur);
+    }
+}
+
+/// Past the closing quote at `i`, which must end the argument (`None` otherwise).
+fn after_quote(line: &[u8], i: usize) -> Option<usize> {
+    match line.get(i + 1) {
+        Some(b) if !b.is_ascii_whitespace() => None,
+        _ => Some(i + 1),
     }
 }
 
