@@ -8,8 +8,8 @@
 //! calls and never cleared: a stale entry is only used after checking it points before
 //! the current position, within reach, and at the same three bytes.
 
-/// log2 of the number of hash-table entries: 8K entries (32 KiB) stay in L1, where
-/// 16K made every probe an L2 access (mixed data, 1M keys: child CPU -7%, file +0.4%).
+/// log2 of the number of hash-table entries: 8K entries (32 KiB) stay in L1, where 16K
+/// do not (docs/PERFORMANCE.md, "A faster LZF match finder", has the measurements).
 pub const HASH_LOG: u32 = 13;
 /// Entries in the hash table a caller must provide.
 pub const HASH_SIZE: usize = 1 << HASH_LOG;
