@@ -15,8 +15,12 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Walks a collection's members again (for the suspects' second pass).
 pub type Rewalk<'a> = dyn Fn(&mut dyn FnMut(&[u8])) + 'a;
 
-/// The table's empty slot. A member whose hash is 0 is stored as 1 (a suspect at worst).
-const EMPTY: u64 = 0;
+/// A slot holds a member's hash in its high 48 bits and, in its low 16, the generation
+/// (the collection) that wrote it: a slot of another generation is empty, so a new
+/// collection starts without clearing the table. Generation 0 is never used, so a fresh
+/// (zeroed) slot is empty too.
+const GEN_BITS: u32 = 16;
+const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 
 /// A 64-bit hash of a member. Most members are short: up to 16 bytes take two
 /// (overlapping) word loads and one folded 128-bit multiply; longer ones, xxh3. Any
@@ -41,10 +45,16 @@ fn hash(m: &[u8]) -> u64 {
             u64::from_le_bytes(m[..8].try_into().expect("8 bytes")),
             u64::from_le_bytes(m[n - 8..].try_into().expect("8 bytes")),
         ),
-        _ => return xxh3_64(m),
+        _ => return long_hash(m),
     };
     let r = u128::from(a ^ K0 ^ n as u64) * u128::from(b ^ K1);
     (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// Members over 16 bytes: out of line, so the encoder's loops stay small.
+#[inline(never)]
+fn long_hash(m: &[u8]) -> u64 {
+    xxh3_64(m)
 }
 
 /// The first member that appears twice among `items` (in memory, so a plain hash set).
@@ -58,6 +68,10 @@ pub fn first_duplicate<'a>(items: impl Iterator<Item = &'a [u8]>) -> Option<&'a 
 pub struct Uniq {
     table: Vec<u64>,
     mask: usize,
+    /// The current collection's generation (1..=`GEN_MASK`).
+    gen: u64,
+    /// Members the table still takes while at most half full (so a probe always ends).
+    room: usize,
     suspects: Vec<u64>,
 }
 
@@ -66,33 +80,46 @@ impl Uniq {
     pub fn begin(&mut self, n: usize) {
         let cap = (n.max(4) * 2).next_power_of_two();
         if self.table.len() < cap {
-            self.table.resize(cap, EMPTY);
+            self.table.resize(cap, 0);
         }
-        self.table[..cap].fill(EMPTY);
+        self.gen += 1;
+        if self.gen > GEN_MASK {
+            // Every generation used: forget them all once in 65,535 collections.
+            self.table.fill(0);
+            self.gen = 1;
+        }
         self.mask = cap - 1;
+        self.room = cap / 2;
         self.suspects.clear();
     }
 
     /// One member. `begin` must have been told at least as many members as are added
-    /// (more are tolerated: the table then fills and every further member is a suspect).
+    /// (more are tolerated: once the table is half full every further member is a
+    /// suspect, re-checked byte for byte).
     #[inline(always)]
     pub fn add(&mut self, m: &[u8]) {
-        let h = hash(m).max(1);
-        let mut i = h as usize & self.mask;
-        for _ in 0..=self.mask {
-            let slot = &mut self.table[i];
-            if *slot == EMPTY {
-                *slot = h;
+        let h = hash(m);
+        let tagged = (h & !GEN_MASK) | self.gen;
+        if self.room == 0 {
+            // The view yielded more than it announced (its len() check reports that).
+            self.suspects.push(tagged);
+            return;
+        }
+        self.room -= 1;
+        // Ends: at most half the slots hold this generation, so an empty one is found.
+        let mut i = (h >> GEN_BITS) as usize & self.mask;
+        loop {
+            let slot = self.table[i];
+            if slot & GEN_MASK != self.gen {
+                self.table[i] = tagged;
                 return;
             }
-            if *slot == h {
-                self.suspects.push(h);
+            if slot == tagged {
+                self.suspects.push(tagged);
                 return;
             }
             i = (i + 1) & self.mask;
         }
-        // Full: the view yielded more than it announced (its len() check reports that).
-        self.suspects.push(h);
     }
 
     /// The first member that really appears twice, found by re-walking the view with
@@ -102,13 +129,14 @@ impl Uniq {
             return None;
         }
         let suspects = std::mem::take(&mut self.suspects);
+        let gen = self.gen;
         let mut seen: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut dup = None;
         walk(&mut |m| {
             if dup.is_some() {
                 return;
             }
-            let h = hash(m).max(1);
+            let h = (hash(m) & !GEN_MASK) | gen;
             if !suspects.contains(&h) {
                 return;
             }
@@ -163,8 +191,9 @@ mod tests {
         let n = members.len() as f64;
         let slots = (1u64 << 18) as f64;
         let low: std::collections::HashSet<u64> =
-            members.iter().map(|m| hash(m) & ((1 << 18) - 1)).collect();
-        let full: std::collections::HashSet<u64> = members.iter().map(|m| hash(m)).collect();
+            members.iter().map(|m| (hash(m) >> GEN_BITS) & ((1 << 18) - 1)).collect();
+        let full: std::collections::HashSet<u64> =
+            members.iter().map(|m| hash(m) >> GEN_BITS).collect();
         // Random indexes would fill slots * (1 - e^(-n / slots)) of them.
         let random = slots * (1.0 - (-n / slots).exp());
         assert!(low.len() as f64 > 0.97 * random, "{} indexes, random {random:.0}", low.len());
@@ -183,6 +212,45 @@ mod tests {
         u.add(b"x");
         u.add(b"y");
         assert!(u.duplicate(&|_| {}).is_none());
+    }
+
+    /// The generation wraps after 65,535 collections: the table is then cleared, so slots
+    /// of an old collection never pass for the new one's (a large collection's slots
+    /// outlive the small ones', which only reuse the table's first few).
+    #[test]
+    fn generations_wrap_without_false_or_missed_duplicates() {
+        let large: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let mut u = Uniq::default();
+        let mut wrapped = 0;
+        for i in 0..140_000u32 {
+            // The first collection and the first after the wrap: both generation 1.
+            if u.gen == 0 || u.gen == GEN_MASK {
+                u.begin(large.len());
+                large.iter().for_each(|m| u.add(m));
+                let current = u.table.iter().filter(|s| *s & GEN_MASK == u.gen).count();
+                assert_eq!(current, large.len(), "collection {i}: old slots look current");
+                assert!(u.suspects.is_empty(), "collection {i}");
+                wrapped += 1;
+                continue;
+            }
+            let a = i.to_le_bytes();
+            let b = (i ^ 0x5555).to_le_bytes();
+            u.begin(2);
+            u.add(&a);
+            u.add(&b);
+            assert!(u.suspects.is_empty(), "collection {i}");
+            if i % 9_973 == 0 {
+                u.begin(2);
+                u.add(&a);
+                u.add(&a);
+                let walk = |f: &mut dyn FnMut(&[u8])| {
+                    f(&a);
+                    f(&a);
+                };
+                assert_eq!(u.duplicate(&walk), Some(a.to_vec()), "collection {i}");
+            }
+        }
+        assert_eq!(wrapped, 3, "the large collection at generation 1, three times");
     }
 
     #[test]
