@@ -45,7 +45,8 @@ pub use fork::{
 #[cfg(target_os = "linux")]
 pub use keyspace::{
     dataset_digest, format_score, prefetch, value_digest, BuildError, DbInfo, Digest, Entry,
-    FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemValue, SeqView, Value, ZSetView,
+    FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemValue, Partitioned, SeqView, Value,
+    ZSetView,
 };
 #[cfg(target_os = "linux")]
 pub use pressure::{CowFigures, CowSampling};

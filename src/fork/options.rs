@@ -181,6 +181,17 @@ impl SnapshotOptions {
         self.write.workers = n;
         self
     }
+    /// Encoding threads in the child (default 1). Above 1, a keyspace that offers
+    /// [`Keyspace::partitioned`](crate::Keyspace::partitioned) ([`MemKeyspace`](crate::MemKeyspace)
+    /// does) is walked and encoded (LZF included) by that many threads at once, each into
+    /// fragments of whole keys that this thread appends to the file as they come; others
+    /// are encoded by one thread whatever this says. The file holds the same keys in
+    /// another order. Worth it when the child's CPU, not the disk, is the limit (LZF on
+    /// text) and a core is free: the threads compete with the server's.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.encode.threads = n.max(1);
+        self
+    }
     /// Register the child's chunk buffers with io_uring as fixed buffers when
     /// `RLIMIT_MEMLOCK` allows (default off).
     pub fn register_buffers(mut self, on: bool) -> Self {

@@ -507,10 +507,45 @@ impl Keyspace for MemKeyspace {
     }
 
     fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+        if let Some(d) = self.dbs.get(db as usize) {
+            walk_slots(&d.slots, visit);
+        }
+    }
+
+    fn partitioned(&self) -> Option<&dyn crate::Partitioned> {
+        Some(self)
+    }
+}
+
+/// Keys per part of a [`MemKeyspace`] database: small enough that two threads finish
+/// close together, large enough that a part's start costs nothing.
+const KEYS_PER_PART: usize = 16 * 1024;
+
+impl crate::Partitioned for MemKeyspace {
+    fn partitions(&self, db: u32) -> usize {
+        self.dbs
+            .get(db as usize)
+            .map_or(0, |d| d.slots.len().div_ceil(KEYS_PER_PART))
+    }
+
+    fn walk_partition(
+        &self,
+        db: u32,
+        part: usize,
+        visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+    ) {
         let Some(d) = self.dbs.get(db as usize) else {
             return;
         };
-        let slots = &d.slots[..];
+        let start = part.saturating_mul(KEYS_PER_PART).min(d.slots.len());
+        let end = start.saturating_add(KEYS_PER_PART).min(d.slots.len());
+        walk_slots(&d.slots[start..end], visit);
+    }
+}
+
+/// Visits `slots` in order, prefetching ahead.
+fn walk_slots(slots: &[Slot], visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+    {
         for (i, s) in slots.iter().enumerate() {
             if let Some(ahead) = slots.get(i + 2 * PREFETCH_KEYS_AHEAD) {
                 prefetch(ahead);

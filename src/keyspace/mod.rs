@@ -194,6 +194,35 @@ pub trait Keyspace {
     /// first touch, not by encoding: prefetching a few entries ahead (as [`MemKeyspace`]
     /// does) halved the child's CPU time for 10M populate keys.
     fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>);
+
+    /// The same data split into parts that several threads can walk at once, or `None`
+    /// (the default): a keyspace that is `Sync` returns `Some(self)` after implementing
+    /// [`Partitioned`], and [`SnapshotOptions::threads`](crate::SnapshotOptions::threads)
+    /// above 1 then encodes with that many threads in the child.
+    fn partitioned(&self) -> Option<&dyn Partitioned> {
+        None
+    }
+}
+
+/// A keyspace whose databases split into disjoint parts (shards, ranges of a table),
+/// each walked on its own by one of the child's encoding threads. Every entry of a
+/// database must be in exactly one part; the file lists the keys of a database in any
+/// order, so parts may be visited in any order and interleaved (a part's keys stay
+/// together in runs of whole keys). The fork contract of [`Keyspace`] holds for every
+/// thread: the threads are the child's own, started after fork.
+pub trait Partitioned: Sync {
+    /// How many parts database `db` has (0 or more; more parts than threads balance
+    /// better: a thread takes the next part when it finishes one).
+    fn partitions(&self, db: u32) -> usize;
+
+    /// Calls `visit` for every entry of part `part` of database `db`, until it returns
+    /// `ControlFlow::Break`. Called from several threads at once, for different parts.
+    fn walk_partition(
+        &self,
+        db: u32,
+        part: usize,
+        visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+    );
 }
 
 /// Hints the CPU to start loading the memory `data` starts at (its first cache line).

@@ -49,6 +49,9 @@ pub struct EncodeOptions {
     /// `aof-use-rdb-preamble no`): per database `SELECT`, per key `SET`, `RPUSH`, `SADD`,
     /// `ZADD` or `HMSET` with at most 64 elements each, then `PEXPIREAT`.
     pub resp: bool,
+    /// Encoding threads: above 1, a keyspace that offers [`Keyspace::partitioned`] is
+    /// walked by that many threads at once (see `encode_with`); others by one.
+    pub threads: usize,
 }
 
 impl Default for EncodeOptions {
@@ -60,6 +63,7 @@ impl Default for EncodeOptions {
             used_mem: 0,
             aof_base: false,
             resp: false,
+            threads: 1,
         }
     }
 }
@@ -114,6 +118,9 @@ struct Out<S> {
     crc: Crc64,
     flushed: u64,
     crossed_chunk: bool,
+    /// Bytes of `buf` before this index are already in `crc` (those of a fragment are
+    /// combined, not digested again).
+    crc_from: usize,
 }
 
 impl<S: ChunkSink> Out<S> {
@@ -136,12 +143,39 @@ impl<S: ChunkSink> Out<S> {
 
     #[cold]
     fn hand_off(&mut self) -> Result<()> {
-        self.crc.update(self.buf.as_slice());
+        self.crc.update(&self.buf.as_slice()[self.crc_from..]);
+        self.pass_on()
+    }
+
+    /// Hands the full chunk to the sink (its bytes already digested).
+    fn pass_on(&mut self) -> Result<()> {
         self.flushed += self.buf.len() as u64;
         self.sink.chunk_full(&mut self.buf)?;
         debug_assert!(self.buf.is_empty(), "ChunkSink must return an empty chunk");
         self.buf.clear();
+        self.crc_from = 0;
         self.crossed_chunk = true;
+        Ok(())
+    }
+
+    /// Appends bytes whose CRC-64 `crc` was computed by whoever encoded them: copied,
+    /// and their CRC combined with the digest so far instead of computed again.
+    fn put_digested(&mut self, parts: &[ChunkBuf], crc: &Crc64) -> Result<()> {
+        self.crc.update(&self.buf.as_slice()[self.crc_from..]);
+        self.crc_from = self.buf.len();
+        for part in parts {
+            let mut b = part.as_slice();
+            loop {
+                let n = self.buf.push_some(b);
+                b = &b[n..];
+                if b.is_empty() {
+                    break;
+                }
+                self.pass_on()?;
+            }
+        }
+        self.crc_from = self.buf.len();
+        self.crc.combine(crc);
         Ok(())
     }
 
@@ -281,6 +315,25 @@ pub struct Encoder<S: ChunkSink> {
     resp: Option<RespScratch>,
 }
 
+/// Whole keys of one database encoded by one of `parallel`'s threads, for the encoder
+/// that writes the file to append.
+pub(crate) struct Fragment {
+    pub chunks: Vec<ChunkBuf>,
+    pub crc: Crc64,
+    pub keys: u64,
+    pub skipped: u64,
+    pub skipped_empty: u64,
+    pub skipped_unsupported: u64,
+}
+
+/// A sink that keeps a fragment's full chunks until it is cut (`parallel`).
+pub(crate) trait FragmentParts: ChunkSink {
+    /// The full chunks since the last cut.
+    fn take_parts(&mut self) -> Vec<ChunkBuf>;
+    /// An empty chunk of `cap` bytes (reused when one came back).
+    fn spare(&mut self, cap: usize) -> ChunkBuf;
+}
+
 /// What happened to one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -292,14 +345,26 @@ pub enum Outcome {
 impl<S: ChunkSink> Encoder<S> {
     /// Starts an RDB: writes the magic and AUX fields into `chunk`.
     pub fn new(sink: S, chunk: ChunkBuf, opts: &EncodeOptions) -> Result<Self> {
+        let mut e = Self::bare(sink, chunk, opts)?;
+        if opts.resp {
+            return Ok(e);
+        }
+        e.file_header(opts)?;
+        Ok(e)
+    }
+
+    /// An encoder that has written nothing: for a fragment of a database's entries
+    /// (`parallel`), whose bytes another encoder appends.
+    pub(crate) fn bare(sink: S, chunk: ChunkBuf, opts: &EncodeOptions) -> Result<Self> {
         opts.validate()?;
-        let mut e = Encoder {
+        Ok(Encoder {
             out: Out {
                 sink,
                 buf: chunk,
                 crc: Crc64::new(),
                 flushed: 0,
                 crossed_chunk: false,
+                crc_from: 0,
             },
             arena: Bump::with_capacity(64 * 1024),
             lzf: Lzf {
@@ -314,10 +379,12 @@ impl<S: ChunkSink> Encoder<S> {
             db_skipped: 0,
             in_db: None,
             resp: opts.resp.then(RespScratch::default),
-        };
-        if opts.resp {
-            return Ok(e);
-        }
+        })
+    }
+
+    /// The magic and the AUX fields.
+    fn file_header(&mut self, opts: &EncodeOptions) -> Result<()> {
+        let e = self;
         e.out.put(format!("REDIS{:04}", opts.version).as_bytes())?;
         let mut aux = |k: &str, v: &[u8]| -> Result<()> {
             e.out.byte(opcodes::AUX)?;
@@ -339,8 +406,7 @@ impl<S: ChunkSink> Encoder<S> {
         aux("ctime", ctime.to_string().as_bytes())?;
         aux("used-mem", opts.used_mem.to_string().as_bytes())?;
         aux("aof-base", if opts.aof_base { b"1" } else { b"0" })?;
-        aux("forksnap-ver", env!("CARGO_PKG_VERSION").as_bytes())?;
-        Ok(e)
+        aux("forksnap-ver", env!("CARGO_PKG_VERSION").as_bytes())
     }
 
     /// Starts database `info.index` (SELECTDB + RESIZEDB).
@@ -361,6 +427,13 @@ impl<S: ChunkSink> Encoder<S> {
         Ok(())
     }
 
+    /// Counts what follows as database `db`'s without writing `SELECTDB` (a fragment's
+    /// encoder: the file's encoder wrote it).
+    pub(crate) fn enter_db(&mut self, db: u32) {
+        self.end_db();
+        self.in_db = Some(db);
+    }
+
     fn end_db(&mut self) {
         if let Some(db) = self.in_db.take() {
             self.summary.keys_per_db.push((db, self.db_keys));
@@ -379,6 +452,53 @@ impl<S: ChunkSink> Encoder<S> {
     /// Bytes produced so far (handed off plus the current chunk).
     pub fn bytes(&self) -> u64 {
         self.out.flushed + self.out.buf.len() as u64
+    }
+
+    /// Ends a fragment (`parallel`): the bytes encoded since the last cut, whole keys
+    /// only, with their CRC-64 and counts. The encoder goes on with an empty chunk.
+    pub(crate) fn cut(&mut self) -> Fragment
+    where
+        S: FragmentParts,
+    {
+        let out = &mut self.out;
+        out.crc.update(&out.buf.as_slice()[out.crc_from..]);
+        out.crc_from = 0;
+        let mut chunks = out.sink.take_parts();
+        if !out.buf.is_empty() {
+            let next = out.sink.spare(out.buf.capacity());
+            chunks.push(std::mem::replace(&mut out.buf, next));
+        }
+        out.flushed = 0;
+        self.arena.reset();
+        out.crossed_chunk = false;
+        let f = Fragment {
+            chunks,
+            crc: std::mem::take(&mut out.crc),
+            keys: self.db_keys,
+            skipped: self.db_skipped,
+            skipped_empty: self.summary.skipped_empty,
+            skipped_unsupported: self.summary.skipped_unsupported,
+        };
+        self.db_keys = 0;
+        self.db_skipped = 0;
+        self.summary.skipped_empty = 0;
+        self.summary.skipped_unsupported = 0;
+        f
+    }
+
+    /// Appends a fragment another encoder cut, into the current database; its CRC is
+    /// combined, not computed again. Hands back its chunks for reuse.
+    pub(crate) fn append(&mut self, mut f: Fragment) -> Result<Vec<ChunkBuf>> {
+        self.out.put_digested(&f.chunks, &f.crc)?;
+        self.db_keys += f.keys;
+        self.db_skipped += f.skipped;
+        self.summary.skipped_empty += f.skipped_empty;
+        self.summary.skipped_unsupported += f.skipped_unsupported;
+        if self.out.crossed_chunk {
+            self.arena.reset();
+            self.out.crossed_chunk = false;
+        }
+        Ok(std::mem::take(&mut f.chunks))
     }
 
     /// Encodes one entry.
@@ -667,7 +787,7 @@ impl<S: ChunkSink> Encoder<S> {
         // The CRC covers everything up to and including EOF; the trailer may straddle a
         // chunk boundary, so fold the current chunk in before appending it.
         let mut crc = self.out.crc;
-        crc.update(self.out.buf.as_slice());
+        crc.update(&self.out.buf.as_slice()[self.out.crc_from..]);
         let sum = crc.finalize();
         // Hand-offs from here on must not fold the trailer into the CRC again; the digest
         // in `out` is not used after this point.
@@ -963,6 +1083,11 @@ pub fn encode_with<S: ChunkSink>(
     chunk: ChunkBuf,
     progress: &mut dyn FnMut(&Encoder<S>, u64),
 ) -> Result<(S, ChunkBuf, EncodeSummary)> {
+    if opts.threads > 1 {
+        if let Some(parts) = ks.partitioned() {
+            return super::parallel::encode_parallel(ks, parts, opts, sink, chunk, progress);
+        }
+    }
     let mut enc = Encoder::new(sink, chunk, opts)?;
     let mut keys = 0u64;
     for info in ks.databases() {

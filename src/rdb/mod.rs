@@ -11,6 +11,7 @@ pub mod intset;
 pub mod listpack;
 pub mod lzf;
 pub mod num;
+pub(crate) mod parallel;
 pub mod reader;
 pub(crate) mod source;
 pub(crate) mod uniq;
@@ -44,6 +45,11 @@ impl Crc64 {
     }
     pub fn finalize(&self) -> u64 {
         self.0.finalize()
+    }
+    /// Appends the CRC of bytes digested elsewhere (`other`, over `n` bytes it counted
+    /// itself) as if they had followed this digest's bytes: no second pass over them.
+    pub fn combine(&mut self, other: &Crc64) {
+        self.0.combine(&other.0)
     }
     /// The CRC of `bytes` in one call.
     pub fn checksum(bytes: &[u8]) -> u64 {

@@ -68,6 +68,10 @@ struct Cli {
     /// Writer threads in the child (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1))]
     workers: u64,
+    /// Encoding threads in the child (the library's `threads`; 1: the encoding thread
+    /// alone).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: u64,
     /// The child's scheduling class: batch (the library's default), inherit, idle, or
     /// nice:N (0..=19).
     #[arg(long, default_value = "batch", value_parser = parse_priority)]
@@ -707,6 +711,7 @@ fn snapshot_options(cli: &Cli, c: &Config, path: &Path) -> SnapshotOptions {
             Backend::Pwrite => BackendKind::Pwrite,
         })
         .workers(cli.workers as usize)
+        .threads(cli.threads as usize)
         .child_priority(cli.child_priority)
         .queue_depth(cli.queue_depth)
         .chunk_size(cli.chunk_size)
@@ -959,6 +964,7 @@ fn emit_json(cli: &Cli, spec: &Spec, c: &Config, kind: &str, run: usize, r: &Run
         "backend_used": rep.and_then(|x| x.backend).map(|b| format!("{b:?}").to_lowercase()),
         "direct": c.direct,
         "workers": cli.workers,
+        "threads": cli.threads,
         "child_priority": priority_name(cli.child_priority),
         "path": path.display().to_string(),
         "wall_s": wall,
