@@ -201,3 +201,184 @@ fn encode_parts(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::{dataset_digest, DbInfo, Entry, MemKeyspace, MemValue, Value};
+    use crate::rdb::encoder::{encode_with, VecSink};
+    use crate::rdb::{load, LoadOptions};
+
+    /// Three databases over several parts each; strings up to 300 KiB (fragments of
+    /// more than one chunk), collections of every kind, expiries.
+    fn sample() -> MemKeyspace {
+        let mut ks = MemKeyspace::new();
+        for i in 0..120_000u64 {
+            let db = (i % 3) as u32;
+            let key = format!("k:{i}").into_bytes();
+            let v = match i % 7 {
+                0 => MemValue::str(vec![b'a' + (i % 26) as u8; (i as usize * 37) % 700]),
+                1 => MemValue::Int(i as i64 - 20_000),
+                2 => MemValue::list((0..i % 9 + 1).map(|j| format!("e{j}").into_bytes())),
+                3 => MemValue::set((0..i % 13 + 1).map(|j| format!("{}", j * 3).into_bytes()))
+                    .unwrap(),
+                4 => MemValue::hash((0..i % 11 + 1).map(|j| (format!("f{j}"), format!("v{i}"))))
+                    .unwrap(),
+                5 => MemValue::zset((0..i % 5 + 1).map(|j| (format!("m{j}"), j as f64 / 3.0)))
+                    .unwrap(),
+                _ if i % 15_000 == 6 => MemValue::str(
+                    (0..300 * 1024).map(|j| (j * 7 + i as usize) as u8).collect::<Vec<u8>>(),
+                ),
+                _ => MemValue::str(format!("text value {i} ").repeat(5).into_bytes()),
+            };
+            ks.insert(db, key, v, (i % 4 == 0).then_some(4_102_444_800_000 + i as i64));
+        }
+        ks
+    }
+
+    fn encode(ks: &dyn Keyspace, threads: usize) -> Result<(Vec<u8>, EncodeSummary)> {
+        let opts = EncodeOptions {
+            threads,
+            ctime: Some(1),
+            ..EncodeOptions::default()
+        };
+        let (VecSink(mut v), last, summary) = encode_with(
+            ks,
+            &opts,
+            VecSink(Vec::new()),
+            ChunkBuf::new(64 * 1024),
+            &mut |_, _| {},
+        )?;
+        v.extend_from_slice(last.as_slice());
+        Ok((v, summary))
+    }
+
+    #[test]
+    fn threads_write_the_same_data_with_a_valid_crc() {
+        let ks = sample();
+        assert!(Partitioned::partitions(&ks, 0) > 1, "several parts per database");
+        let (one, s1) = encode(&ks, 1).unwrap();
+        for threads in [2, 3, 8] {
+            let (many, s) = encode(&ks, threads).unwrap();
+            assert_eq!(s.keys_per_db, s1.keys_per_db, "{threads} threads");
+            // Not the same bytes: keys come in another order, and LZF's reused table makes
+            // a value's compressed form depend on the values before it (both valid).
+            assert!(many.len().abs_diff(one.len()) < one.len() / 100, "{threads} threads");
+            let (back, report) = load(&many, &LoadOptions::default()).unwrap();
+            assert!(report.crc_checked);
+            assert_eq!(s.crc, crate::rdb::Crc64::checksum(&many[..many.len() - 8]));
+            assert_eq!(dataset_digest(&back), dataset_digest(&ks), "{threads} threads");
+        }
+    }
+
+    /// A keyspace whose parts are a server's own: one key in part 1 is a set with a
+    /// duplicate member.
+    struct Parts2 {
+        good: Vec<Vec<u8>>,
+        bad: Vec<Vec<u8>>,
+    }
+
+    impl Keyspace for Parts2 {
+        fn databases(&self) -> Vec<DbInfo> {
+            vec![DbInfo {
+                index: 0,
+                keys: 2_001,
+                expires: 0,
+            }]
+        }
+        fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+            for p in 0..2 {
+                self.walk_partition(db, p, visit);
+            }
+        }
+        fn partitioned(&self) -> Option<&dyn Partitioned> {
+            Some(self)
+        }
+    }
+
+    impl Partitioned for Parts2 {
+        fn partitions(&self, _db: u32) -> usize {
+            2
+        }
+        fn walk_partition(
+            &self,
+            _db: u32,
+            part: usize,
+            visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+        ) {
+            let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("p{part}:{i}").into_bytes()).collect();
+            for k in &keys {
+                let e = Entry {
+                    key: k,
+                    expire_ms: None,
+                    value: Value::Set(&self.good),
+                };
+                if visit(&e).is_break() {
+                    return;
+                }
+            }
+            if part == 1 {
+                let e = Entry {
+                    key: b"the-bad-one",
+                    expire_ms: None,
+                    value: Value::Set(&self.bad),
+                };
+                let _ = visit(&e);
+            }
+        }
+    }
+
+    #[test]
+    fn a_threads_error_is_the_encodes_and_stops_the_others() {
+        let ks = Parts2 {
+            good: vec![b"x".to_vec(), b"y".to_vec()],
+            bad: vec![b"x".to_vec(), b"x".to_vec()],
+        };
+        let e = encode(&ks, 2).unwrap_err().to_string();
+        assert!(e.contains("the-bad-one") && e.contains("appears twice"), "{e}");
+        let fine = Parts2 {
+            good: vec![b"x".to_vec(), b"y".to_vec()],
+            bad: vec![b"x".to_vec(), b"z".to_vec()],
+        };
+        let (rdb, s) = encode(&fine, 2).unwrap();
+        assert_eq!(s.keys(), 2_001);
+        let (back, _) = load(&rdb, &LoadOptions::default()).unwrap();
+        assert_eq!(back.len(), 2_001);
+    }
+
+    /// A sink that fails after `left` chunks (a write error in the child).
+    struct Failing {
+        left: usize,
+    }
+
+    impl ChunkSink for Failing {
+        fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
+            if self.left == 0 {
+                return Err(crate::Error::InvalidOption("disk full (test)".into()));
+            }
+            self.left -= 1;
+            chunk.clear();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_stops_every_thread() {
+        let ks = sample();
+        let opts = EncodeOptions {
+            threads: 2,
+            ..EncodeOptions::default()
+        };
+        for left in [0, 3, 40] {
+            let r = encode_with(
+                &ks,
+                &opts,
+                Failing { left },
+                ChunkBuf::new(64 * 1024),
+                &mut |_, _| {},
+            );
+            let e = r.err().unwrap_or_else(|| panic!("{left}: no error")).to_string();
+            assert!(e.contains("disk full (test)"), "{e}");
+        }
+    }
+}

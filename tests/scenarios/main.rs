@@ -17,6 +17,7 @@ mod fork_contract;
 mod fork_snapshot_matches_debug_populate;
 mod io_step_failures;
 mod oversized_buffers_are_refused;
+mod parallel_child;
 mod parent_exits_child_follows;
 mod point_in_time_consistency;
 mod reader_edge_entries;
