@@ -13,8 +13,8 @@
 //! `commands.rs`.
 //! Flags as redis-server's: `--port --bind --dir --dbfilename --save --appendonly`, and
 //! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
-//! --cow-budget BYTES --thp`; for tests, `--digest-at-fork yes` (INFO shows the DEBUG DIGEST
-//! taken with the store frozen for each BGSAVE's fork).
+//! --cow-budget BYTES --snapshot-threads N --thp`; for tests, `--digest-at-fork yes` (INFO
+//! shows the DEBUG DIGEST taken with the store frozen for each BGSAVE's fork).
 //!
 //! What differs from Redis 7.0, on purpose (a reference kept small):
 //! - RESP2 only: `HELLO 3` answers `-NOPROTO` (redis-py 8 needs `protocol=2`).
@@ -79,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
             direct: None,
             rdb_version: None,
             cow_budget: None,
+            snapshot_threads: 1,
             appendonly: false,
             aof: aof::AofConfig::default(),
             digest_at_fork: false,
@@ -126,6 +127,11 @@ fn parse_args() -> Result<Args, String> {
                 a.cfg.rdb_version = Some(val()?.parse().map_err(|e| format!("--rdb-version: {e}"))?)
             }
             "--thp" => {} // read by exec_with_huge_pages
+            "--snapshot-threads" => {
+                a.cfg.snapshot_threads = val()?
+                    .parse()
+                    .map_err(|e| format!("--snapshot-threads: {e}"))?
+            }
             "--cow-budget" => {
                 a.cfg.cow_budget = Some(val()?.parse().map_err(|e| format!("--cow-budget: {e}"))?)
             }

@@ -27,6 +27,8 @@ pub struct Config {
     pub direct: Option<bool>,
     pub rdb_version: Option<u8>,
     pub cow_budget: Option<u64>,
+    /// Encoding threads in the child (`--snapshot-threads`, default 1).
+    pub snapshot_threads: usize,
     pub appendonly: bool,
     pub aof: AofConfig,
     /// Tests: compute DEBUG DIGEST with the store frozen, just before each BGSAVE's
@@ -48,7 +50,8 @@ impl Config {
         let mut o = SnapshotOptions::new(self.path())
             .format(self.format)
             .lzf(self.lzf)
-            .cow_budget(self.cow_budget);
+            .cow_budget(self.cow_budget)
+            .threads(self.snapshot_threads);
         if let Some(d) = self.direct {
             o = o.direct(d);
         }

@@ -3,7 +3,7 @@
 //! `Frozen` (every shard's guard, a `Keyspace` the snapshot child walks) and `Loader`
 //! (a `LoadVisitor` that builds the shards from an RDB stream at start-up).
 
-use forksnap::{DbInfo, Entry, Keyspace, LoadValue, LoadVisitor, Value, VisitResult};
+use forksnap::{DbInfo, Entry, Keyspace, LoadValue, LoadVisitor, Partitioned, Value, VisitResult};
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -282,36 +282,64 @@ impl Keyspace for Frozen<'_> {
 
     fn walk(&self, db: u32, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
         for shard in &self.0[db as usize] {
-            // Keys and values are allocations of their own: ask for those of the entry
-            // 64 ahead, and for the table's entry 128 ahead, or the walk stalls on a
-            // cache miss at every key (16/32 measured alike).
-            let mut ahead = shard.map.iter().skip(64);
-            let mut further = shard.map.iter().skip(128);
-            for (key, item) in &shard.map {
-                if let Some((_, i)) = further.next() {
-                    forksnap::prefetch(i);
-                }
-                if let Some((k, i)) = ahead.next() {
-                    forksnap::prefetch(&**k);
-                    match &i.val {
-                        Val::Str(v) => forksnap::prefetch(v.as_slice()),
-                        Val::List(l) => forksnap::prefetch(&**l),
-                        Val::Set(s) => forksnap::prefetch(&**s),
-                        Val::ZSet(z) => forksnap::prefetch(&**z),
-                        Val::Hash(h) => forksnap::prefetch(&**h),
-                    }
-                }
-                let e = Entry {
-                    key,
-                    expire_ms: item.expire,
-                    value: item.val.view(),
-                };
-                if visit(&e).is_break() {
-                    return;
-                }
+            if walk_shard(shard, visit).is_break() {
+                return;
             }
         }
     }
+
+    fn partitioned(&self) -> Option<&dyn Partitioned> {
+        Some(self)
+    }
+}
+
+/// The shards are the parts: `--snapshot-threads N` encodes N shards at a time.
+impl Partitioned for Frozen<'_> {
+    fn partitions(&self, db: u32) -> usize {
+        self.0[db as usize].len()
+    }
+
+    fn walk_partition(
+        &self,
+        db: u32,
+        part: usize,
+        visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+    ) {
+        let _ = walk_shard(&self.0[db as usize][part], visit);
+    }
+}
+
+fn walk_shard(
+    shard: &Shard,
+    visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    // Keys and values are allocations of their own: ask for those of the entry
+    // 64 ahead, and for the table's entry 128 ahead, or the walk stalls on a
+    // cache miss at every key (16/32 measured alike).
+    let mut ahead = shard.map.iter().skip(64);
+    let mut further = shard.map.iter().skip(128);
+    for (key, item) in &shard.map {
+        if let Some((_, i)) = further.next() {
+            forksnap::prefetch(i);
+        }
+        if let Some((k, i)) = ahead.next() {
+            forksnap::prefetch(&**k);
+            match &i.val {
+                Val::Str(v) => forksnap::prefetch(v.as_slice()),
+                Val::List(l) => forksnap::prefetch(&**l),
+                Val::Set(s) => forksnap::prefetch(&**s),
+                Val::ZSet(z) => forksnap::prefetch(&**z),
+                Val::Hash(h) => forksnap::prefetch(&**h),
+            }
+        }
+        let e = Entry {
+            key,
+            expire_ms: item.expire,
+            value: item.val.view(),
+        };
+        visit(&e)?;
+    }
+    ControlFlow::Continue(())
 }
 
 /// The start-up load runs on two threads: the `Loader` (forksnap's load visitor) decodes

@@ -65,10 +65,27 @@ fn writers(
 
 #[test]
 fn bgsave_under_write_load_saves_the_moment_of_the_fork() {
+    bgsave_under_write_load("1");
+}
+
+/// The same with the parallel child: the store's shards encoded two at a time.
+#[test]
+fn bgsave_with_two_encoding_threads_saves_the_moment_of_the_fork() {
+    bgsave_under_write_load("2");
+}
+
+fn bgsave_under_write_load(encoders: &str) {
     let Some(mut kv) = Server::start_args(
         Kind::KvServer,
         None,
-        &["--rdb-version", "10", "--digest-at-fork", "yes"],
+        &[
+            "--rdb-version",
+            "10",
+            "--digest-at-fork",
+            "yes",
+            "--snapshot-threads",
+            encoders,
+        ],
     ) else {
         return;
     };
@@ -106,7 +123,7 @@ fn bgsave_under_write_load_saves_the_moment_of_the_fork() {
         "the writes after the fork changed nothing?"
     );
     let file = std::fs::read(kv.path("dump.rdb")).unwrap();
-    eprintln!("{during} writes during the BGSAVE; fork digest {want}");
+    eprintln!("{during} writes during the BGSAVE ({encoders} encoding threads); fork digest {want}");
 
     let mut again = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
     assert_eq!(again.digest(), want, "kvserver restarted from its file");

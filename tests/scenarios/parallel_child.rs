@@ -27,7 +27,12 @@ fn a_forked_parallel_snapshot_loads_with_the_same_digest() {
     for (kind, version) in [(Kind::Valkey91, 11), (Kind::Redis70, 10)] {
         let one = dir.path().join(format!("one-{version}.rdb"));
         let two = dir.path().join(format!("two-{version}.rdb"));
-        let r1 = SnapshotOptions::new(&one).rdb_version(version).start(&ks).unwrap().wait().unwrap();
+        let r1 = SnapshotOptions::new(&one)
+            .rdb_version(version)
+            .start(&ks)
+            .unwrap()
+            .wait()
+            .unwrap();
         let r2 = SnapshotOptions::new(&two)
             .rdb_version(version)
             .threads(2)
@@ -74,7 +79,12 @@ impl Partitioned for Split<'_> {
     fn partitions(&self, db: u32) -> usize {
         self.ks.db(db).map_or(0, |d| d.len().div_ceil(self.part))
     }
-    fn walk_partition(&self, db: u32, p: usize, visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
+    fn walk_partition(
+        &self,
+        db: u32,
+        p: usize,
+        visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+    ) {
         let mut i = 0;
         self.ks.walk(db, &mut |e| {
             let mine = i / self.part == p;
