@@ -50,6 +50,9 @@ struct Cli {
     format: Option<Fmt>,
     #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u8).range(9..=11))]
     rdb_version: u8,
+    /// The write backend: `default` (the library's choice, nothing set), or `auto`,
+    /// `uring`, `pwrite` with `--direct` as given; unset: the default and the explicit
+    /// ones in turn.
     #[arg(long, value_enum)]
     backend: Option<Backend>,
     /// Write with O_DIRECT.
@@ -157,6 +160,8 @@ impl Fmt {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Backend {
+    /// The library's default, nothing set (`--direct` ignored): what a user runs.
+    Default,
     Auto,
     Uring,
     Pwrite,
@@ -195,6 +200,7 @@ impl Config {
             (_, Backend::Auto, None) => "default",
             (_, Backend::Auto, _) => "auto",
             (_, Backend::Uring, _) => "uring",
+            (_, Backend::Default, _) => unreachable!("configs() maps default to Auto"),
             (_, Backend::Pwrite, _) => "pwrite",
         };
         if self.direct == Some(true) {
@@ -275,6 +281,7 @@ fn configs(cli: &Cli) -> Vec<Config> {
             // between (buffered io_uring, measured slower than pwrite, only when pinned).
             let backends: Vec<(Backend, Option<bool>)> = match mode {
                 Mode::File => vec![(Backend::Auto, None)],
+                _ if cli.backend == Some(Backend::Default) => vec![(Backend::Auto, None)],
                 _ if pinned_backend => {
                     vec![(cli.backend.unwrap_or(Backend::Auto), Some(cli.direct))]
                 }
@@ -706,7 +713,7 @@ fn snapshot_options(cli: &Cli, c: &Config, path: &Path) -> SnapshotOptions {
         .lzf(lzf)
         .rdb_version(cli.rdb_version)
         .backend(match c.backend {
-            Backend::Auto => BackendKind::Auto,
+            Backend::Auto | Backend::Default => BackendKind::Auto,
             Backend::Uring => BackendKind::Uring,
             Backend::Pwrite => BackendKind::Pwrite,
         })
