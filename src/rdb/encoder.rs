@@ -160,10 +160,12 @@ impl<S: ChunkSink> Out<S> {
 
     /// Appends bytes whose CRC-64 `crc` was computed by whoever encoded them: copied,
     /// and their CRC combined with the digest so far instead of computed again.
-    fn put_digested(&mut self, parts: &[ChunkBuf], crc: &Crc64) -> Result<()> {
+    fn put_digested(&mut self, parts: &[ChunkBuf], crc: u64) -> Result<()> {
+        let mut len = 0;
         self.crc.update(&self.buf.as_slice()[self.crc_from..]);
         self.crc_from = self.buf.len();
         for part in parts {
+            len += part.len() as u64;
             let mut b = part.as_slice();
             loop {
                 let n = self.buf.push_some(b);
@@ -175,7 +177,7 @@ impl<S: ChunkSink> Out<S> {
             }
         }
         self.crc_from = self.buf.len();
-        self.crc.combine(crc);
+        self.crc.combine(crc, len);
         Ok(())
     }
 
@@ -319,7 +321,8 @@ pub struct Encoder<S: ChunkSink> {
 /// that writes the file to append.
 pub(crate) struct Fragment {
     pub chunks: Vec<ChunkBuf>,
-    pub crc: Crc64,
+    /// The CRC-64 of the chunks' bytes.
+    pub crc: u64,
     pub keys: u64,
     pub skipped: u64,
     pub skipped_empty: u64,
@@ -473,7 +476,7 @@ impl<S: ChunkSink> Encoder<S> {
         out.crossed_chunk = false;
         let f = Fragment {
             chunks,
-            crc: std::mem::take(&mut out.crc),
+            crc: std::mem::take(&mut out.crc).finalize(),
             keys: self.db_keys,
             skipped: self.db_skipped,
             skipped_empty: self.summary.skipped_empty,
@@ -489,7 +492,7 @@ impl<S: ChunkSink> Encoder<S> {
     /// Appends a fragment another encoder cut, into the current database; its CRC is
     /// combined, not computed again. Hands back its chunks for reuse.
     pub(crate) fn append(&mut self, mut f: Fragment) -> Result<Vec<ChunkBuf>> {
-        self.out.put_digested(&f.chunks, &f.crc)?;
+        self.out.put_digested(&f.chunks, f.crc)?;
         self.db_keys += f.keys;
         self.db_skipped += f.skipped;
         self.summary.skipped_empty += f.skipped_empty;

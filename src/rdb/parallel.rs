@@ -69,8 +69,7 @@ impl FragmentParts for Parts {
 
 /// What an encoding thread sends the writer.
 enum Msg {
-    /// Boxed: a fragment's CRC state is a few hundred bytes.
-    Fragment(usize, Box<Fragment>),
+    Fragment(usize, Fragment),
     Failed(crate::Error),
 }
 
@@ -119,7 +118,7 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
                 match msg {
                     Msg::Fragment(t, f) => {
                         keys += f.keys;
-                        match enc.append(*f) {
+                        match enc.append(f) {
                             Ok(chunks) => {
                                 let _ = backs[t].send(chunks);
                             }
@@ -182,7 +181,7 @@ fn encode_parts(
             }
             if enc.bytes() >= FRAGMENT_BYTES as u64 {
                 let f = enc.cut();
-                if tx.send(Msg::Fragment(t, Box::new(f))).is_err() {
+                if tx.send(Msg::Fragment(t, f)).is_err() {
                     // The writer stopped; its error is the encode's.
                     stop.store(true, Ordering::Relaxed);
                     return ControlFlow::Break(());
@@ -197,7 +196,7 @@ fn encode_parts(
     if !stop.load(Ordering::Relaxed) {
         let f = enc.cut();
         if f.keys + f.skipped > 0 {
-            let _ = tx.send(Msg::Fragment(t, Box::new(f)));
+            let _ = tx.send(Msg::Fragment(t, f));
         }
     }
     Ok(())

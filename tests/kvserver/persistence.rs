@@ -123,7 +123,9 @@ fn bgsave_under_write_load(encoders: &str) {
         "the writes after the fork changed nothing?"
     );
     let file = std::fs::read(kv.path("dump.rdb")).unwrap();
-    eprintln!("{during} writes during the BGSAVE ({encoders} encoding threads); fork digest {want}");
+    eprintln!(
+        "{during} writes during the BGSAVE ({encoders} encoding threads); fork digest {want}"
+    );
 
     let mut again = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
     assert_eq!(again.digest(), want, "kvserver restarted from its file");
