@@ -15,7 +15,8 @@
 
 use super::listpack::{self, Elem};
 use super::num::parse_score;
-use super::source::{format_i64, Source};
+use super::num::format_i64;
+use super::source::Source;
 use super::{intset, opcodes, types, ziplist};
 use crate::error::{Error, Result};
 use crate::frame;
@@ -421,10 +422,7 @@ const STOPPED: &str = "\0stopped";
 fn elem_bytes<'e>(e: &Elem<'e>, num: &'e mut [u8; 20]) -> &'e [u8] {
     match *e {
         Elem::Str(s) => s,
-        Elem::Int(v) => {
-            let k = format_i64(v, num);
-            &num[20 - k..]
-        }
+        Elem::Int(v) => format_i64(v, num),
     }
 }
 
@@ -524,8 +522,7 @@ impl Cursor<'_, '_> {
                 let mut num = [0; 20];
                 intset::parse(&self.io.blob, |x| {
                     if stopped.is_none() {
-                        let k = format_i64(x, &mut num);
-                        match f(&num[20 - k..]) {
+                        match f(format_i64(x, &mut num)) {
                             Ok(()) => n += 1,
                             Err(e) => *stopped = Some(e),
                         }

@@ -316,34 +316,13 @@ impl<'r> Source<'r> {
             }
             x => return self.corrupt(at, format!("{what}: unknown string encoding {x}")),
         };
-        Ok(Some(format_i64(v, &mut self.num)))
-    }
-}
-
-/// Writes `v` in decimal at the end of `out`; returns how many bytes it took (an i64's
-/// magnitude has at most 19 digits, so the sign always fits).
-pub(crate) fn format_i64(v: i64, out: &mut [u8; 20]) -> usize {
-    let k = super::num::format_u64(v.unsigned_abs(), out).len();
-    if v < 0 {
-        out[out.len() - k - 1] = b'-';
-        k + 1
-    } else {
-        k
+        Ok(Some(super::num::format_i64(v, &mut self.num).len()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn format_i64_matches_to_string() {
-        for v in [0, 1, -1, 9, 10, -10, 12345, i64::MAX, i64::MIN, 1 << 40] {
-            let mut b = [0; 20];
-            let k = format_i64(v, &mut b);
-            assert_eq!(&b[20 - k..], v.to_string().as_bytes());
-        }
-    }
 
     /// Reads one byte at a time: every boundary of the buffer is crossed.
     struct Trickle<'a>(&'a [u8]);
