@@ -72,6 +72,12 @@ pub enum Error {
         /// What happened to it.
         what: String,
     },
+    /// An encoding thread of the parallel child (`SnapshotOptions::threads`) could not
+    /// start or panicked; nothing was written in place of the target.
+    EncoderThread {
+        /// What happened to it.
+        what: String,
+    },
     /// The keyspace handed out a value no server would load (a view whose `len()`
     /// disagrees with what its `for_each` yields, ...). Nothing was written in place of
     /// the target.
@@ -185,6 +191,7 @@ impl fmt::Display for Error {
             ),
             Error::Child { status } => write!(f, "snapshot child failed: {status}"),
             Error::WriterThread { what } => write!(f, "snapshot writer thread failed: {what}"),
+            Error::EncoderThread { what } => write!(f, "snapshot encoding thread failed: {what}"),
             Error::BadValue { key, what } => {
                 write!(f, "the keyspace gave an invalid value for key {key:?}: {what}")
             }

@@ -94,19 +94,30 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
         std::thread::scope(|sc| -> Result<()> {
             let (tx, rx) = sync_channel::<Msg>(2 * threads);
             let mut backs: Vec<Sender<Vec<ChunkBuf>>> = Vec::new();
+            let mut handles = Vec::new();
             for t in 0..threads.min(n) {
                 let (back_tx, back_rx) = channel();
                 backs.push(back_tx);
                 let tx = tx.clone();
                 let (next, stop) = (&next, &stop);
                 let db = info.index;
-                sc.spawn(move || {
+                let spawned = std::thread::Builder::new().spawn_scoped(sc, move || {
                     if let Err(e) = encode_parts(t, db, n, parts, opts, next, stop, &tx, back_rx)
                     {
                         stop.store(true, Ordering::Relaxed);
                         let _ = tx.send(Msg::Failed(e));
                     }
                 });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    // Not started (no memory, a thread limit): the started ones stop.
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(crate::Error::EncoderThread {
+                            what: format!("could not start: {e}"),
+                        });
+                    }
+                }
             }
             drop(tx);
             let stopping = |e| {
@@ -132,6 +143,15 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
                         }
                     }
                     Msg::Failed(e) => return stopping(e),
+                }
+            }
+            // Every sender is gone; a thread that panicked dropped its own without
+            // sending its parts: the file would miss keys.
+            for h in handles {
+                if h.join().is_err() {
+                    return Err(crate::Error::EncoderThread {
+                        what: "panicked".into(),
+                    });
                 }
             }
             Ok(())
@@ -344,6 +364,51 @@ mod tests {
         assert_eq!(s.keys(), 2_001);
         let (back, _) = load(&rdb, &LoadOptions::default()).unwrap();
         assert_eq!(back.len(), 2_001);
+    }
+
+    /// A server's `walk_partition` that panics in part 1 of 2.
+    struct Panics;
+
+    impl Keyspace for Panics {
+        fn databases(&self) -> Vec<DbInfo> {
+            vec![DbInfo {
+                index: 0,
+                keys: 1,
+                expires: 0,
+            }]
+        }
+        fn walk(&self, _db: u32, _visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {}
+        fn partitioned(&self) -> Option<&dyn Partitioned> {
+            Some(self)
+        }
+    }
+
+    impl Partitioned for Panics {
+        fn partitions(&self, _db: u32) -> usize {
+            2
+        }
+        fn walk_partition(
+            &self,
+            _db: u32,
+            part: usize,
+            visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
+        ) {
+            assert!(part == 0, "the server's walk panics (test)");
+            let _ = visit(&Entry {
+                key: b"k",
+                expire_ms: None,
+                value: Value::Int(1),
+            });
+        }
+    }
+
+    #[test]
+    fn a_panicking_walk_is_an_error_not_a_file_missing_keys() {
+        let e = encode(&Panics, 2).unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::EncoderThread { what } if what == "panicked"),
+            "{e}"
+        );
     }
 
     /// A sink that fails after `left` chunks (a write error in the child).

@@ -436,7 +436,7 @@ fn write_inner(
             for _ in 0..2 {
                 free_tx.send(ChunkBuf::new(chunk)).expect("receiver alive");
             }
-            let worker = sc.spawn(move || {
+            let worker = std::thread::Builder::new().spawn_scoped(sc, move || {
                 let mut w = writer;
                 loop {
                     match full_rx.recv() {
@@ -453,6 +453,10 @@ fn write_inner(
                     }
                 }
             });
+            // Not started (no memory, a thread limit): an error, not a panic in the child.
+            let worker = worker.map_err(|e| Error::WriterThread {
+                what: format!("could not start: {e}"),
+            })?;
             let stage = Stage::Threaded {
                 full: full_tx,
                 free: free_rx,
