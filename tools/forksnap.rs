@@ -427,10 +427,13 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
             ));
         }
     }
-    if report.values_skipped > 0 || report.functions > 0 {
+    if report.functions > 0 {
+        out(&format!("function libraries: {}", report.functions));
+    }
+    if report.values_skipped > 0 {
         out(&format!(
-            "not loadable: {} stream/module values, {} function libraries",
-            report.values_skipped, report.functions
+            "not loadable: {} stream/module values",
+            report.values_skipped
         ));
     }
     Ok(())
@@ -506,9 +509,6 @@ fn convert(
     let mut dropped = Vec::new();
     if report.values_skipped > 0 {
         dropped.push(format!("{} stream/module values", report.values_skipped));
-    }
-    if report.functions > 0 {
-        dropped.push(format!("{} function libraries", report.functions));
     }
     let empty = report.empty_skipped + r.summary.skipped_empty;
     if empty > 0 {

@@ -407,12 +407,24 @@ impl std::fmt::Debug for MemKeyspace {
 #[derive(Clone, Default)]
 pub struct MemKeyspace {
     dbs: Vec<MemDb>,
+    /// Function libraries' code, in the order loaded.
+    functions: Vec<Box<[u8]>>,
 }
 
 impl MemKeyspace {
     /// An empty keyspace.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds a function library (its code, as `FUNCTION LOAD` takes it).
+    pub fn add_function(&mut self, code: &[u8]) {
+        self.functions.push(code.into());
+    }
+
+    /// The function libraries' code, in the order added or loaded.
+    pub fn functions(&self) -> impl Iterator<Item = &[u8]> {
+        self.functions.iter().map(|f| &f[..])
     }
 
     /// Database `index`, created if absent.
@@ -515,6 +527,10 @@ impl Keyspace for MemKeyspace {
     fn partitioned(&self) -> Option<&dyn crate::Partitioned> {
         Some(self)
     }
+
+    fn functions(&self, visit: &mut dyn FnMut(&[u8])) {
+        self.functions.iter().for_each(|f| visit(f));
+    }
 }
 
 /// Keys per part of a [`MemKeyspace`] database: small enough that two threads finish
@@ -596,6 +612,11 @@ fn elements(
 /// Loading into a `MemKeyspace`: every value copied into a [`MemValue`]; a repeated key,
 /// set member, hash field or sorted-set member refuses the file, as Redis does.
 impl crate::rdb::LoadVisitor for MemKeyspace {
+    fn function(&mut self, library: &[u8]) -> crate::rdb::VisitResult {
+        self.add_function(library);
+        Ok(())
+    }
+
     fn begin_db(&mut self, db: DbInfo) -> crate::rdb::VisitResult {
         // The file's hint is believed only as far as the keys loaded justify: 1024 keys
         // up front, then (in `key`) growth to at most four times the keys loaded, up to

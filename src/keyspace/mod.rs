@@ -202,6 +202,14 @@ pub trait Keyspace {
     fn partitioned(&self) -> Option<&dyn Partitioned> {
         None
     }
+
+    /// Calls `visit` with each function library's code (what `FUNCTION LOAD` takes and
+    /// `FUNCTION LIST WITHCODE` shows), written as FUNCTION2 records before the first
+    /// database. Default: none. RDB 9 cannot hold them: a snapshot at version 9 of a
+    /// keyspace that has any fails instead of dropping them.
+    fn functions(&self, visit: &mut dyn FnMut(&[u8])) {
+        let _ = visit;
+    }
 }
 
 /// A keyspace whose databases split into disjoint parts (shards, ranges of a table),

@@ -412,6 +412,34 @@ impl<S: ChunkSink> Encoder<S> {
         aux("forksnap-ver", env!("CARGO_PKG_VERSION").as_bytes())
     }
 
+    /// The keyspace's function libraries, before the first database: FUNCTION2 records
+    /// (RDB 10 and later), or `FUNCTION LOAD` commands in a RESP base (as Redis's
+    /// rewrite writes them). RDB 9 has no place for them: an error, never a silent drop.
+    pub fn functions(&mut self, ks: &dyn Keyspace) -> Result<()> {
+        let mut err = None;
+        ks.functions(&mut |code| {
+            if err.is_some() {
+                return;
+            }
+            let r = if let Some(r) = &mut self.resp {
+                resp_command(&mut self.out, &mut r.head, &[b"FUNCTION", b"LOAD", code], &[], 0)
+            } else if self.version < 10 {
+                Err(Error::InvalidOption(format!(
+                    "the keyspace has function libraries, which RDB {} cannot hold (RDB 10 or later: Redis 7.0+, Valkey)",
+                    self.version
+                )))
+            } else {
+                self.out
+                    .byte(opcodes::FUNCTION2)
+                    .and_then(|()| self.lzf.string(&self.arena, &mut self.out, code))
+            };
+            if let Err(e) = r {
+                err = Some(e);
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
     /// Starts database `info.index` (SELECTDB + RESIZEDB).
     pub fn begin_db(&mut self, info: &DbInfo) -> Result<()> {
         self.end_db();
@@ -1092,6 +1120,7 @@ pub fn encode_with<S: ChunkSink>(
         }
     }
     let mut enc = Encoder::new(sink, chunk, opts)?;
+    enc.functions(ks)?;
     let mut keys = 0u64;
     for info in ks.databases() {
         enc.begin_db(&info)?;

@@ -84,6 +84,7 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
 ) -> Result<(S, ChunkBuf, EncodeSummary)> {
     let threads = opts.threads.max(1);
     let mut enc = Encoder::new(sink, chunk, opts)?;
+    enc.functions(ks)?;
     let mut keys = 0u64;
     let mut reported = 0u64;
     for info in ks.databases() {

@@ -15,6 +15,7 @@ mod direct_io_default;
 mod encode_decode_roundtrip;
 mod fork_contract;
 mod fork_snapshot_matches_debug_populate;
+mod functions_round_trip;
 mod io_step_failures;
 mod oversized_buffers_are_refused;
 mod parallel_child;
