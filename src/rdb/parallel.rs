@@ -292,11 +292,12 @@ mod tests {
         }
     }
 
-    /// A keyspace whose parts are a server's own: one key in part 1 is a set with a
-    /// duplicate member.
+    /// A keyspace whose parts are a server's own: the last key of part 1 is a set of the
+    /// `bad` members (a duplicate, in a test); or part 1's walk panics.
     struct Parts2 {
         good: Vec<Vec<u8>>,
         bad: Vec<Vec<u8>>,
+        panics: bool,
     }
 
     impl Keyspace for Parts2 {
@@ -327,6 +328,7 @@ mod tests {
             part: usize,
             visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
         ) {
+            assert!(!(self.panics && part == 1), "the server's walk panics (test)");
             let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("p{part}:{i}").into_bytes()).collect();
             for k in &keys {
                 let e = Entry {
@@ -354,12 +356,14 @@ mod tests {
         let ks = Parts2 {
             good: vec![b"x".to_vec(), b"y".to_vec()],
             bad: vec![b"x".to_vec(), b"x".to_vec()],
+            panics: false,
         };
         let e = encode(&ks, 2).unwrap_err().to_string();
         assert!(e.contains("the-bad-one") && e.contains("appears twice"), "{e}");
         let fine = Parts2 {
             good: vec![b"x".to_vec(), b"y".to_vec()],
             bad: vec![b"x".to_vec(), b"z".to_vec()],
+            panics: false,
         };
         let (rdb, s) = encode(&fine, 2).unwrap();
         assert_eq!(s.keys(), 2_001);
@@ -367,45 +371,14 @@ mod tests {
         assert_eq!(back.len(), 2_001);
     }
 
-    /// A server's `walk_partition` that panics in part 1 of 2.
-    struct Panics;
-
-    impl Keyspace for Panics {
-        fn databases(&self) -> Vec<DbInfo> {
-            vec![DbInfo {
-                index: 0,
-                keys: 1,
-                expires: 0,
-            }]
-        }
-        fn walk(&self, _db: u32, _visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {}
-        fn partitioned(&self) -> Option<&dyn Partitioned> {
-            Some(self)
-        }
-    }
-
-    impl Partitioned for Panics {
-        fn partitions(&self, _db: u32) -> usize {
-            2
-        }
-        fn walk_partition(
-            &self,
-            _db: u32,
-            part: usize,
-            visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>,
-        ) {
-            assert!(part == 0, "the server's walk panics (test)");
-            let _ = visit(&Entry {
-                key: b"k",
-                expire_ms: None,
-                value: Value::Int(1),
-            });
-        }
-    }
-
     #[test]
     fn a_panicking_walk_is_an_error_not_a_file_missing_keys() {
-        let e = encode(&Panics, 2).unwrap_err();
+        let ks = Parts2 {
+            good: vec![b"x".to_vec()],
+            bad: vec![b"y".to_vec()],
+            panics: true,
+        };
+        let e = encode(&ks, 2).unwrap_err();
         assert!(
             matches!(&e, crate::Error::EncoderThread { what } if what == "panicked"),
             "{e}"
