@@ -96,6 +96,7 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
             let (tx, rx) = sync_channel::<Msg>(2 * threads);
             let mut backs: Vec<Sender<Vec<ChunkBuf>>> = Vec::new();
             let mut handles = Vec::new();
+            let mut outcome = Ok(());
             for t in 0..threads.min(n) {
                 let (back_tx, back_rx) = channel();
                 backs.push(back_tx);
@@ -113,49 +114,59 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
                     Ok(h) => handles.push(h),
                     // Not started (no memory, a thread limit): the started ones stop.
                     Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(crate::Error::EncoderThread {
+                        outcome = Err(crate::Error::EncoderThread {
                             what: format!("could not start: {e}"),
                         });
+                        break;
                     }
                 }
             }
             drop(tx);
-            let stopping = |e| {
-                stop.store(true, Ordering::Relaxed);
-                Err(e)
-            };
-            // Every thread's sender dropped: all parts done (or a thread failed).
-            for msg in rx.iter() {
-                match msg {
-                    Msg::Fragment(t, f) => {
-                        keys += f.keys;
-                        match enc.append(f) {
-                            Ok(chunks) => {
-                                let _ = backs[t].send(chunks);
-                            }
-                            Err(e) => return stopping(e),
+            // Until every thread's sender is dropped: all parts done, or a thread failed.
+            if outcome.is_ok() {
+                for msg in rx.iter() {
+                    let (t, f) = match msg {
+                        Msg::Fragment(t, f) => (t, f),
+                        Msg::Failed(e) => {
+                            outcome = Err(e);
+                            break;
                         }
-                        if keys / super::encoder::PROGRESS_EVERY_KEYS
-                            > reported / super::encoder::PROGRESS_EVERY_KEYS
-                        {
-                            progress(&enc, keys);
-                            reported = keys;
+                    };
+                    keys += f.keys;
+                    match enc.append(f) {
+                        Ok(chunks) => {
+                            let _ = backs[t].send(chunks);
+                        }
+                        Err(e) => {
+                            outcome = Err(e);
+                            break;
                         }
                     }
-                    Msg::Failed(e) => return stopping(e),
+                    if keys / super::encoder::PROGRESS_EVERY_KEYS
+                        > reported / super::encoder::PROGRESS_EVERY_KEYS
+                    {
+                        progress(&enc, keys);
+                        reported = keys;
+                    }
                 }
             }
-            // Every sender is gone; a thread that panicked dropped its own without
-            // sending its parts: the file would miss keys.
+            if outcome.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            // A thread blocked on a full channel sees it closed and stops.
+            drop(rx);
+            // Every thread joined here, so none panics the scope. One that panicked
+            // dropped its sender without sending its parts: the file would miss keys.
+            let mut panicked = false;
             for h in handles {
-                if h.join().is_err() {
-                    return Err(crate::Error::EncoderThread {
-                        what: "panicked".into(),
-                    });
-                }
+                panicked |= h.join().is_err();
             }
-            Ok(())
+            if panicked && outcome.is_ok() {
+                outcome = Err(crate::Error::EncoderThread {
+                    what: "panicked".into(),
+                });
+            }
+            outcome
         })?;
     }
     if keys != reported || keys == 0 {
