@@ -234,8 +234,9 @@ impl<S: ChunkSink> Out<S> {
 }
 
 /// LZF state: the reusable hash table, an output buffer reused for values up to
-/// [`LZF_SCRATCH`] (zeroed once, when it grows; zeroing a fresh arena slice per value
-/// was 1.0-1.3% of the child's time), and the on/off switch.
+/// [`LZF_SCRATCH`] (zeroed once, when it grows, instead of a fresh zeroed arena slice per
+/// value: −1.8% of callgrind's cycle estimate, docs/PERFORMANCE.md), and the on/off
+/// switch.
 struct Lzf {
     table: Box<[u32; lzf::HASH_SIZE]>,
     scratch: Vec<u8>,
@@ -324,17 +325,14 @@ pub(crate) struct Fragment {
     /// The CRC-64 of the chunks' bytes.
     pub crc: u64,
     pub keys: u64,
-    pub skipped: u64,
     pub skipped_empty: u64,
     pub skipped_unsupported: u64,
 }
 
 /// A sink that keeps a fragment's full chunks until it is cut (`parallel`).
 pub(crate) trait FragmentParts: ChunkSink {
-    /// The full chunks since the last cut.
+    /// The chunks handed to it since the last cut.
     fn take_parts(&mut self) -> Vec<ChunkBuf>;
-    /// An empty chunk of `cap` bytes (reused when one came back).
-    fn spare(&mut self, cap: usize) -> ChunkBuf;
 }
 
 /// What happened to one entry.
@@ -458,13 +456,6 @@ impl<S: ChunkSink> Encoder<S> {
         Ok(())
     }
 
-    /// Counts what follows as database `db`'s without writing `SELECTDB` (a fragment's
-    /// encoder: the file's encoder wrote it).
-    pub(crate) fn enter_db(&mut self, db: u32) {
-        self.end_db();
-        self.in_db = Some(db);
-    }
-
     fn end_db(&mut self) {
         if let Some(db) = self.in_db.take() {
             self.summary.keys_per_db.push((db, self.db_keys));
@@ -487,26 +478,22 @@ impl<S: ChunkSink> Encoder<S> {
 
     /// Ends a fragment (`parallel`): the bytes encoded since the last cut, whole keys
     /// only, with their CRC-64 and counts. The encoder goes on with an empty chunk.
-    pub(crate) fn cut(&mut self) -> Fragment
+    pub(crate) fn cut(&mut self) -> Result<Fragment>
     where
         S: FragmentParts,
     {
         let out = &mut self.out;
-        out.crc.update(&out.buf.as_slice()[out.crc_from..]);
-        out.crc_from = 0;
-        let mut chunks = out.sink.take_parts();
+        // The partial last chunk goes to the sink too: it is the fragment's end.
         if !out.buf.is_empty() {
-            let next = out.sink.spare(out.buf.capacity());
-            chunks.push(std::mem::replace(&mut out.buf, next));
+            out.hand_off()?;
         }
         out.flushed = 0;
         self.arena.reset();
         out.crossed_chunk = false;
         let f = Fragment {
-            chunks,
+            chunks: out.sink.take_parts(),
             crc: std::mem::take(&mut out.crc).finalize(),
             keys: self.db_keys,
-            skipped: self.db_skipped,
             skipped_empty: self.summary.skipped_empty,
             skipped_unsupported: self.summary.skipped_unsupported,
         };
@@ -514,7 +501,7 @@ impl<S: ChunkSink> Encoder<S> {
         self.db_skipped = 0;
         self.summary.skipped_empty = 0;
         self.summary.skipped_unsupported = 0;
-        f
+        Ok(f)
     }
 
     /// Appends a fragment another encoder cut, into the current database; its CRC is
@@ -522,7 +509,7 @@ impl<S: ChunkSink> Encoder<S> {
     pub(crate) fn append(&mut self, mut f: Fragment) -> Result<Vec<ChunkBuf>> {
         self.out.put_digested(&f.chunks, f.crc)?;
         self.db_keys += f.keys;
-        self.db_skipped += f.skipped;
+        self.db_skipped += f.skipped_empty + f.skipped_unsupported;
         self.summary.skipped_empty += f.skipped_empty;
         self.summary.skipped_unsupported += f.skipped_unsupported;
         if self.out.crossed_chunk {

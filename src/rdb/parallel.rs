@@ -35,24 +35,19 @@ struct Parts {
     spare: Vec<ChunkBuf>,
 }
 
-impl Parts {
-    fn spare_chunk(&mut self, cap: usize) -> ChunkBuf {
+impl ChunkSink for Parts {
+    /// Keeps the chunk for the fragment and goes on in a spare one.
+    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
         while let Ok(v) = self.back.try_recv() {
             self.spare.extend(v);
         }
-        match self.spare.pop() {
-            Some(mut c) if c.capacity() == cap => {
+        let next = match self.spare.pop() {
+            Some(mut c) if c.capacity() == chunk.capacity() => {
                 c.clear();
                 c
             }
-            _ => ChunkBuf::new(cap),
-        }
-    }
-}
-
-impl ChunkSink for Parts {
-    fn chunk_full(&mut self, chunk: &mut ChunkBuf) -> Result<()> {
-        let next = self.spare_chunk(chunk.capacity());
+            _ => ChunkBuf::new(chunk.capacity()),
+        };
         self.done.push(std::mem::replace(chunk, next));
         Ok(())
     }
@@ -61,9 +56,6 @@ impl ChunkSink for Parts {
 impl FragmentParts for Parts {
     fn take_parts(&mut self) -> Vec<ChunkBuf> {
         std::mem::take(&mut self.done)
-    }
-    fn spare(&mut self, cap: usize) -> ChunkBuf {
-        self.spare_chunk(cap)
     }
 }
 
@@ -193,10 +185,9 @@ fn encode_parts(
         back,
         spare: Vec::new(),
     };
+    // Writes no header and no SELECTDB (the writer's encoder did); its counts go with
+    // each fragment.
     let mut enc = Encoder::bare(sink, ChunkBuf::new(FRAGMENT_BYTES), opts)?;
-    // A nonzero database for the encoder's per-database counts; the writer's encoder
-    // wrote SELECTDB.
-    enc.enter_db(db);
     loop {
         let part = next.fetch_add(1, Ordering::Relaxed);
         if part >= n || stop.load(Ordering::Relaxed) {
@@ -212,7 +203,13 @@ fn encode_parts(
                 return ControlFlow::Break(());
             }
             if enc.bytes() >= FRAGMENT_BYTES as u64 {
-                let f = enc.cut();
+                let f = match enc.cut() {
+                    Ok(f) => f,
+                    Err(x) => {
+                        err = Some(x);
+                        return ControlFlow::Break(());
+                    }
+                };
                 if tx.send(Msg::Fragment(t, f)).is_err() {
                     // The writer stopped; its error is the encode's.
                     stop.store(true, Ordering::Relaxed);
@@ -226,8 +223,8 @@ fn encode_parts(
         }
     }
     if !stop.load(Ordering::Relaxed) {
-        let f = enc.cut();
-        if f.keys + f.skipped > 0 {
+        let f = enc.cut()?;
+        if f.keys + f.skipped_empty + f.skipped_unsupported > 0 {
             let _ = tx.send(Msg::Fragment(t, f));
         }
     }
