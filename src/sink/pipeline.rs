@@ -124,8 +124,6 @@ struct Writer<'a> {
     direct: bool,
     /// Bytes preallocated with `fallocate` (O_DIRECT only; `None` once it failed).
     allocated: Option<u64>,
-    /// `fallocate` failed and preallocation stopped.
-    prealloc_failed: bool,
     /// File bytes submitted, for progress reports from any thread.
     written: &'a AtomicU64,
     /// The write-rate cap, if any.
@@ -185,7 +183,6 @@ impl<'a> Writer<'a> {
             .fallocate(&self.fd_for_sync, allocated, want - allocated)
             .ok()
             .map(|()| want);
-        self.prealloc_failed |= self.allocated.is_none();
     }
 
     fn pack(&mut self, mut bytes: &[u8]) -> Result<()> {
@@ -249,7 +246,7 @@ impl<'a> Writer<'a> {
         self.backend.drain(self.io)?;
         let mut stats = self.backend.stats();
         stats.throttled_us = self.limit.as_ref().map_or(0, |l| l.waited.as_micros() as u64);
-        stats.prealloc_stopped = self.prealloc_failed;
+        stats.prealloc_stopped = self.allocated.is_none();
         let mut bytes_written = self.offset;
         // A preallocated stretch past the data is trimmed with the padded tail.
         let truncate_to = truncate_to.or_else(|| {
@@ -404,7 +401,6 @@ fn write_inner(
         pacing: opts.pacing_bytes,
         direct,
         allocated: Some(0),
-        prealloc_failed: false,
         written: &written,
         // A burst of two chunks or 50 ms of the rate, whichever is more.
         limit: opts.max_write_rate.map(|rate| {
