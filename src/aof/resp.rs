@@ -38,8 +38,7 @@ pub(crate) fn arg(out: &mut Vec<u8>, a: &[u8]) {
 /// Appends `SELECT <db>`.
 pub(crate) fn encode_select(out: &mut Vec<u8>, db: u32) {
     let mut num = [0u8; 20];
-    let d = format_u64(u64::from(db), &mut num).to_vec();
-    encode(out, &[b"SELECT", &d]);
+    encode(out, &[b"SELECT", format_u64(u64::from(db), &mut num)]);
 }
 
 /// What the reader found next.

@@ -533,8 +533,9 @@ impl Keyspace for MemKeyspace {
     }
 }
 
-/// Keys per part of a [`MemKeyspace`] database: small enough that two threads finish
-/// close together, large enough that a part's start costs nothing.
+/// Keys per part of a [`MemKeyspace`] database: 10M keys make 611 parts, so threads that
+/// take the next part when done finish within one part of each other (not tuned: the
+/// one size measured, docs/PERFORMANCE.md "The parallel child").
 const KEYS_PER_PART: usize = 16 * 1024;
 
 impl crate::Partitioned for MemKeyspace {
@@ -561,22 +562,20 @@ impl crate::Partitioned for MemKeyspace {
 
 /// Visits `slots` in order, prefetching ahead.
 fn walk_slots(slots: &[Slot], visit: &mut dyn FnMut(&Entry<'_>) -> ControlFlow<()>) {
-    {
-        for (i, s) in slots.iter().enumerate() {
-            if let Some(ahead) = slots.get(i + 2 * PREFETCH_KEYS_AHEAD) {
-                prefetch(ahead);
-            }
-            if let Some(ahead) = slots.get(i + PREFETCH_KEYS_AHEAD) {
-                ahead.prefetch_targets();
-            }
-            let e = Entry {
-                key: &s.key,
-                expire_ms: (s.expire_ms != NO_EXPIRE).then_some(s.expire_ms),
-                value: s.value.view(),
-            };
-            if visit(&e).is_break() {
-                return;
-            }
+    for (i, s) in slots.iter().enumerate() {
+        if let Some(ahead) = slots.get(i + 2 * PREFETCH_KEYS_AHEAD) {
+            prefetch(ahead);
+        }
+        if let Some(ahead) = slots.get(i + PREFETCH_KEYS_AHEAD) {
+            ahead.prefetch_targets();
+        }
+        let e = Entry {
+            key: &s.key,
+            expire_ms: (s.expire_ms != NO_EXPIRE).then_some(s.expire_ms),
+            value: s.value.view(),
+        };
+        if visit(&e).is_break() {
+            return;
         }
     }
 }
