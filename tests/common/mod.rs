@@ -251,6 +251,14 @@ impl Server {
         }
     }
 
+    /// Starts a BGSAVE, asserting the server's reply.
+    pub fn bgsave(&mut self) {
+        assert_eq!(
+            self.conn().cmd(&[b"BGSAVE"]),
+            Reply::Status("Background saving started".into())
+        );
+    }
+
     /// One field of `INFO everything`.
     pub fn info(&mut self, field: &str) -> String {
         let Reply::Bulk(Some(text)) = self.conn().cmd(&[b"INFO", b"everything"]) else {

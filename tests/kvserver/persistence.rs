@@ -102,10 +102,7 @@ fn bgsave_under_write_load(encoders: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let before = done.load(Ordering::Relaxed);
-    assert_eq!(
-        kv.conn().cmd(&[b"BGSAVE"]),
-        Reply::Status("Background saving started".into())
-    );
+    kv.bgsave();
     assert_eq!(
         kv.conn().cmd(&[b"BGSAVE"]),
         Reply::Error("ERR Background save already in progress".into()),
@@ -187,10 +184,7 @@ fn a_sigkill_during_bgsave_keeps_the_previous_file() {
     let want = kv.digest();
     kv.conn()
         .ok(&[b"DEBUG", b"POPULATE", b"3000000", b"big", b"100"]);
-    assert_eq!(
-        kv.conn().cmd(&[b"BGSAVE"]),
-        Reply::Status("Background saving started".into())
-    );
+    kv.bgsave();
     assert_eq!(
         kv.info("rdb_bgsave_in_progress"),
         "1",

@@ -72,7 +72,7 @@ fn function_libraries_survive_a_conversion() {
 
 /// A RESP base (an AOF without RDB preamble) carries them as Redis's rewrite does.
 #[test]
-fn a_resp_base_loads_functions_with_function_load() {
+fn a_resp_base_carries_functions_as_function_load() {
     let mut ks = forksnap::MemKeyspace::new();
     ks.add_function(LIB);
     let (resp, _) = encode_to_vec(
