@@ -45,15 +45,16 @@ pub use fork::{
 #[cfg(target_os = "linux")]
 pub use keyspace::{
     dataset_digest, format_score, prefetch, value_digest, BuildError, DbInfo, Digest, Entry,
-    FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemValue, Partitioned, SeqView, Value,
-    ZSetView,
+    FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemStream, MemValue, Partitioned,
+    PendingEntry, SeqView, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta,
+    StreamView, Value, ZSetView,
 };
 #[cfg(target_os = "linux")]
 pub use pressure::{CowFigures, CowSampling};
 #[cfg(target_os = "linux")]
 pub use rdb::{
-    load_file, load_into, EncodeSummary, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadValue,
-    LoadVisitor, LoadZSet, VisitResult,
+    load_file, load_into, EncodeSummary, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadStream,
+    LoadValue, LoadVisitor, LoadZSet, VisitResult,
 };
 #[cfg(target_os = "linux")]
 pub use sink::{BackendKind, BackendStats, Format};

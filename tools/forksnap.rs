@@ -64,7 +64,7 @@ enum Cmd {
         rdb_version: u8,
         #[arg(long, value_enum, default_value_t = Compression::Lzf)]
         compression: Compression,
-        /// Drop streams and module values instead of refusing the file.
+        /// Drop module values and hashes with field TTLs instead of refusing the file.
         #[arg(long)]
         skip_unsupported: bool,
         /// Write in this process instead of a forked child.
@@ -215,7 +215,7 @@ fn verify(file: &Path) -> Result<(), String> {
     };
     let skipped = match report.values_skipped {
         0 => String::new(),
-        n => format!(", {n} stream/module values not loadable here"),
+        n => format!(", {n} module values or field-TTL hashes not loadable here"),
     };
     let header = format!("{}{:04}", report.magic, report.version);
     let servers = loads_in(report.magic, report.version).unwrap_or("no known server");
@@ -316,6 +316,8 @@ fn type_encoding(code: u8) -> (&'static str, &'static str) {
         types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
             ("stream", "listpacks")
         }
+        types::HASH_METADATA | types::HASH_METADATA_PRE_GA => ("hash", "hashtable-ttl"),
+        types::HASH_LISTPACK_EX | types::HASH_LISTPACK_EX_PRE_GA => ("hash", "listpack-ex"),
         _ => ("module", "module"),
     }
 }
@@ -432,7 +434,7 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     }
     if report.values_skipped > 0 {
         out(&format!(
-            "not loadable: {} stream/module values",
+            "not loadable: {} module values or field-TTL hashes",
             report.values_skipped
         ));
     }
@@ -508,7 +510,10 @@ fn convert(
     })?;
     let mut dropped = Vec::new();
     if report.values_skipped > 0 {
-        dropped.push(format!("{} stream/module values", report.values_skipped));
+        dropped.push(format!(
+            "{} module values or field-TTL hashes",
+            report.values_skipped
+        ));
     }
     let empty = report.empty_skipped + r.summary.skipped_empty;
     if empty > 0 {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the reader (with its round-trip oracle) and the LZ4 frame decoder with cargo-fuzz
 # (libFuzzer, nightly), each for SECONDS (default 60), from corpora seeded with our own
-# files (plain, LZF and LZ4-framed, every type). Installs cargo-fuzz if missing.
+# files (plain, LZF and LZ4-framed, every type) and a Redis 7.0 file of streams. Installs cargo-fuzz if missing.
 #   tools/fuzz.sh [SECONDS]
 # Crashes land in tools/fuzz/artifacts/<target>/ (the command to reproduce is printed).
 set -euo pipefail
@@ -23,6 +23,27 @@ for fmt in rdb rdb-lzf lz4; do
       --mutate-rate 0 --no-probe --no-svg --out "$out" >/dev/null
   done
 done
+# Streams with deletions, a consumer group and pending entries, written by Redis 7.0
+# itself (tools/setup.sh installs it; without it the corpus has no stream seed).
+seed="$corpus/reader/streams-redis70.rdb"
+if [ ! -s "$seed" ] && [ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ]; then
+  d=$(mktemp -d)
+  /usr/bin/redis-server --port 0 --unixsocket "$d/s" --dir "$d" --save "" >/dev/null &
+  pid=$!
+  for _ in $(seq 100); do [ -S "$d/s" ] && break; sleep 0.05; done
+  cli() { /usr/bin/redis-cli -s "$d/s" "$@" >/dev/null; }
+  for i in $(seq 1 120); do cli XADD s "$i-1" f "v$i" n "$i"; done
+  cli XADD s 200-0 other x
+  cli XDEL s 5-1
+  cli XGROUP CREATE s g 0
+  cli XREADGROUP GROUP g alice COUNT 3 STREAMS s '>'
+  cli XGROUP CREATE empty g2 '$' MKSTREAM
+  cli SAVE
+  cp "$d/dump.rdb" "$seed"
+  kill "$pid"
+  wait "$pid" || true
+  rm -rf "$d"
+fi
 cp "$corpus"/reader/mixed-lz4-*.rdb "$corpus/lz4_frame/" 2>/dev/null || true
 for target in reader lz4_frame; do
   echo "fuzz: $target for $SECONDS_EACH s"

@@ -504,6 +504,8 @@ impl LoadVisitor for Loader {
                 })?;
                 Val::Hash(v)
             }
+            // Refused rather than dropped: the next save would lose it.
+            LoadValue::Stream(_) => return Err("this server has no streams (no XADD)".into()),
         };
         // Redis (as a master) does not load keys that have already expired.
         if expire.is_some_and(|t| t <= self.now) {

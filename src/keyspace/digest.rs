@@ -7,7 +7,9 @@
 //! - `mix(d, s)`: `d = sha1(d ^ sha1(s))` (ordered: list elements, a key then its value);
 //! - a value's digest mixes its type (`0` string … `4` hash, big-endian `u32`), then its
 //!   content; a zset element is `mix(mix(0, member), "%.17g" of the score)`, a hash
-//!   element `mix(mix(0, field), value)`; an expiry xors `"!!expire!!"`;
+//!   element `mix(mix(0, field), value)`; a stream (type `6`) mixes each entry's
+//!   `"<ms>.<seq>"`, then its fields and values in order (not its groups or metadata);
+//!   an expiry xors `"!!expire!!"`;
 //! - the dataset's digest mixes each non-empty database's index (big-endian `u32`), then
 //!   xors (as above: the SHA-1 of) each key's `mix(mix(0, key) …value…)`. No keys at all gives 20 zero bytes.
 //!
@@ -96,6 +98,7 @@ fn value_into(d: &mut [u8; 20], value: &Value<'_>, expire_ms: Option<i64>) {
         Value::Set(_) => 2,
         Value::ZSet(_) => 3,
         Value::Hash(_) => 4,
+        Value::Stream(_) => 6,
         Value::Unsupported(_) => return,
     };
     mix(d, &code.to_be_bytes());
@@ -120,6 +123,18 @@ fn value_into(d: &mut [u8; 20], value: &Value<'_>, expire_ms: Option<i64>) {
             mix(&mut e, v);
             xor(d, &e);
         }),
+        Value::Stream(x) => {
+            // Each entry's "ms.seq", then its fields and values, all mixed in order
+            // (groups and metadata are not part of it).
+            let mut text = String::new();
+            x.for_each(&mut |id, fields| {
+                use std::fmt::Write;
+                text.clear();
+                let _ = write!(text, "{}.{}", id.ms, id.seq);
+                mix(d, text.as_bytes());
+                fields.for_each(&mut |e| mix(d, e));
+            })
+        }
         Value::Unsupported(_) => {}
     }
     if expire_ms.is_some() {

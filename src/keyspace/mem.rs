@@ -9,7 +9,7 @@
 //! rehashes from them (recomputing xxh3 from each key had cost a quarter of a 10M-key
 //! load, in cache misses), and a probe compares them before it touches a key.
 
-use super::{DbInfo, Entry, Keyspace, Value};
+use super::{DbInfo, Entry, Keyspace, MemStream, Value};
 use hashbrown::HashTable;
 use std::ops::ControlFlow;
 use xxhash_rust::xxh3::xxh3_64;
@@ -40,6 +40,8 @@ pub enum MemValue {
     ZSet(Vec<(Box<[u8]>, f64)>),
     /// (field, value) pairs; fields unique.
     Hash(FieldValues),
+    /// A stream (boxed: it is larger than the other values).
+    Stream(Box<MemStream>),
 }
 
 /// Why a collection could not be built.
@@ -132,6 +134,7 @@ impl MemValue {
             MemValue::Set(s) => Value::Set(s),
             MemValue::ZSet(z) => Value::ZSet(z),
             MemValue::Hash(h) => Value::Hash(h),
+            MemValue::Stream(x) => Value::Stream(&**x),
         }
     }
 
@@ -142,10 +145,11 @@ impl MemValue {
             MemValue::List(l) | MemValue::Set(l) => l.len(),
             MemValue::ZSet(z) => z.len(),
             MemValue::Hash(h) => h.len(),
+            MemValue::Stream(x) => x.entries().len(),
         }
     }
 
-    /// No elements.
+    /// No elements (a stream may have none and still be a key).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -199,6 +203,7 @@ impl Slot {
             MemValue::List(v) | MemValue::Set(v) => prefetch(v.as_ptr()),
             MemValue::ZSet(v) => prefetch(v.as_ptr()),
             MemValue::Hash(v) => prefetch(v.as_ptr()),
+            MemValue::Stream(v) => prefetch(&**v),
         }
     }
 }
@@ -666,6 +671,15 @@ impl crate::rdb::LoadVisitor for MemKeyspace {
                 })?;
                 check_unique(v.iter().map(|(f, _)| &f[..]))?;
                 MemValue::Hash(v)
+            }
+            L::Stream(x) => {
+                let mut entries = Vec::new();
+                let (meta, groups) = x.for_each(|id, elems| {
+                    room(&mut entries)?;
+                    entries.push((id, elems.iter().map(|e| boxed(e)).collect()));
+                    Ok(())
+                })?;
+                MemValue::Stream(Box::new(MemStream::new(entries, meta, groups)?))
             }
         };
         let d = self.db_mut(db);

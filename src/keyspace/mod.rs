@@ -13,9 +13,15 @@
 
 mod digest;
 mod mem;
+mod stream;
 
 pub use digest::{dataset_digest, format_score, value_digest, Digest};
 pub use mem::{BuildError, FieldValues, MemDb, MemKeyspace, MemValue};
+pub use stream::{
+    MemStream, PendingEntry, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta,
+    StreamView,
+};
+pub(crate) use stream::{check_group, check_groups, check_tail};
 
 use std::ops::ControlFlow;
 
@@ -70,7 +76,9 @@ pub enum Value<'a> {
     ZSet(&'a dyn ZSetView),
     /// A hash (fields unique).
     Hash(&'a dyn HashView),
-    /// A value the snapshot cannot encode (stream, module type). It is skipped and counted.
+    /// A stream: entries, metadata and consumer groups.
+    Stream(&'a dyn StreamView),
+    /// A value the snapshot cannot encode (a module type). It is skipped and counted.
     Unsupported(&'static str),
 }
 
@@ -83,6 +91,7 @@ impl Value<'_> {
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
             Value::Hash(_) => "hash",
+            Value::Stream(_) => "stream",
             Value::Unsupported(kind) => kind,
         }
     }

@@ -24,6 +24,8 @@ use super::{intset, limits, lzf, opcodes, types, Crc64, MAX_WRITE_VERSION, MIN_W
 use crate::aof::resp;
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
+use super::stream::{self, NodePlan};
+use crate::keyspace::{check_groups, check_tail, StreamId, StreamView};
 use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
 use bumpalo::collections::Vec as BVec;
 use bumpalo::Bump;
@@ -572,8 +574,180 @@ impl<S: ChunkSink> Encoder<S> {
             Value::Set(s) => self.set(e, s)?,
             Value::ZSet(z) => self.zset(e, z)?,
             Value::Hash(h) => self.hash(e, h)?,
+            Value::Stream(x) => self.stream(e, x)?,
         }
         Ok(Outcome::Written)
+    }
+
+    /// A stream: its entries in nodes split as Redis splits them (`rdb::stream`), then
+    /// its metadata and groups, in the layout of type 15 (RDB 9), 19 (10) or 21 (11).
+    /// Two passes over the entries: one checks them and counts the nodes (written
+    /// first), one builds each node's listpack in the arena and writes it.
+    fn stream(&mut self, e: &Entry<'_>, x: &dyn StreamView) -> Result<()> {
+        let ty = match self.version {
+            9 => types::STREAM_LISTPACKS,
+            10 => types::STREAM_LISTPACKS_2,
+            _ => types::STREAM_LISTPACKS_3,
+        };
+        let meta = x.meta();
+        let groups = x.groups();
+        let mut plan = NodePlan::new(&self.arena);
+        let (mut nodes, mut n) = (0u64, 0usize);
+        let (mut prev, mut bad) = (None::<StreamId>, None::<String>);
+        x.for_each(&mut |id, elems| {
+            n += 1;
+            if bad.is_some() {
+                return;
+            }
+            if let Some(p) = prev.filter(|p| *p >= id) {
+                bad = Some(format!("its stream view yielded entry {id} after entry {p}"));
+            } else if elems.len() % 2 != 0 {
+                bad = Some(format!(
+                    "its stream entry {id} has an odd number of elements ({})",
+                    elems.len()
+                ));
+            } else {
+                prev = Some(id);
+                nodes += u64::from(plan.add(id, elems).new_node);
+            }
+        });
+        if let Some(b) = bad {
+            return Err(bad_value(e, b));
+        }
+        if n != x.len() {
+            return Err(bad_value(
+                e,
+                format!("its stream view says len() = {} but for_each yielded {n}", x.len()),
+            ));
+        }
+        check_tail(prev, &meta)
+            .and_then(|()| check_groups(groups))
+            .map_err(|m| bad_value(e, format!("its stream is inconsistent: {m}")))?;
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        entry_header(out, arena, lzf, e, ty)?;
+        out.len(nodes)?;
+        let mut plan = NodePlan::new(arena);
+        let mut lp = BVec::with_capacity_in(stream::NODE_MAX_BYTES + 256, arena);
+        let mut w: Option<LpWriter> = None;
+        let mut written = 0u64;
+        let mut res = Ok(());
+        let mut flush = |lp: &mut BVec<'_, u8>,
+                         w: LpWriter,
+                         master: StreamId,
+                         count: usize,
+                         out: &mut Out<S>|
+         -> Result<()> {
+            w.finish(lp);
+            // The live count, written as 1 when the node began: at most
+            // NODE_MAX_ENTRIES (100), a one-byte listpack integer.
+            debug_assert!(count <= stream::NODE_MAX_ENTRIES && lp[listpack::HEADER] == 1);
+            lp[listpack::HEADER] = count as u8;
+            out.len(16)?;
+            out.put(&master.to_be_bytes())?;
+            lzf.blob(arena, out, lp)?;
+            lp.clear();
+            Ok(())
+        };
+        x.for_each(&mut |id, elems| {
+            if res.is_err() {
+                return;
+            }
+            let (master, count) = (plan.master, plan.count);
+            let placed = plan.add(id, elems);
+            let half = elems.len() / 2;
+            if placed.new_node {
+                written += 1;
+                if let Some(done) = w.take() {
+                    res = flush(&mut lp, done, master, count, out);
+                    if res.is_err() {
+                        return;
+                    }
+                }
+                let mut m = LpWriter::begin(&mut lp);
+                m.push_int(&mut lp, 1);
+                m.push_int(&mut lp, 0);
+                m.push_int(&mut lp, half as i64);
+                let mut i = 0;
+                elems.for_each(&mut |f| {
+                    if i % 2 == 0 {
+                        m.push(&mut lp, f);
+                    }
+                    i += 1;
+                });
+                m.push_int(&mut lp, 0);
+                w = Some(m);
+            }
+            let Some(w) = w.as_mut() else { return };
+            let same = placed.same_fields;
+            let (ms, seq) = stream::diffs(id, plan.master);
+            w.push_int(&mut lp, if same { stream::FLAG_SAMEFIELDS } else { 0 });
+            w.push_int(&mut lp, ms);
+            w.push_int(&mut lp, seq);
+            if !same {
+                w.push_int(&mut lp, half as i64);
+            }
+            let mut i = 0;
+            elems.for_each(&mut |v| {
+                if !same || i % 2 == 1 {
+                    w.push(&mut lp, v);
+                }
+                i += 1;
+            });
+            w.push_int(&mut lp, if same { half + 3 } else { 2 * half + 4 } as i64);
+        });
+        res?;
+        if let Some(done) = w.take() {
+            flush(&mut lp, done, plan.master, plan.count, out)?;
+        }
+        if written != nodes {
+            return Err(bad_value(
+                e,
+                "its stream view yielded different entries on a second for_each".into(),
+            ));
+        }
+        out.len(n as u64)?;
+        out.len(meta.last_id.ms)?;
+        out.len(meta.last_id.seq)?;
+        if ty >= types::STREAM_LISTPACKS_2 {
+            for v in [
+                meta.first_id.ms,
+                meta.first_id.seq,
+                meta.max_deleted_id.ms,
+                meta.max_deleted_id.seq,
+                meta.entries_added,
+            ] {
+                out.len(v)?;
+            }
+        }
+        out.len(groups.len() as u64)?;
+        for g in groups {
+            lzf.string(arena, out, &g.name)?;
+            out.len(g.last_id.ms)?;
+            out.len(g.last_id.seq)?;
+            if ty >= types::STREAM_LISTPACKS_2 {
+                // Redis's -1 ("not known") is the 64-bit length of all ones.
+                out.len(g.entries_read.unwrap_or(u64::MAX))?;
+            }
+            out.len(g.pending.len() as u64)?;
+            for p in &g.pending {
+                out.put(&p.id.to_be_bytes())?;
+                out.put(&p.delivery_ms.to_le_bytes())?;
+                out.len(p.delivery_count)?;
+            }
+            out.len(g.consumers.len() as u64)?;
+            for c in &g.consumers {
+                lzf.string(arena, out, &c.name)?;
+                out.put(&c.seen_ms.to_le_bytes())?;
+                if ty >= types::STREAM_LISTPACKS_3 {
+                    out.put(&c.active_ms.to_le_bytes())?;
+                }
+                out.len(c.pending.len() as u64)?;
+                for id in &c.pending {
+                    out.put(&id.to_be_bytes())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// length + each element as a string; a set's members checked distinct.
@@ -878,6 +1052,10 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
             (0, None)
         }
         Value::Unsupported(_) => return Ok(Outcome::SkippedUnsupported),
+        Value::Stream(x) => {
+            resp_stream(out, &mut r.head, e, x)?;
+            (0, None)
+        }
         Value::List(l) | Value::Set(l) if l.is_empty() => return Ok(Outcome::SkippedEmpty),
         Value::ZSet(z) if z.is_empty() => return Ok(Outcome::SkippedEmpty),
         Value::Hash(h) if h.is_empty() => return Ok(Outcome::SkippedEmpty),
@@ -934,6 +1112,127 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
         resp_command(out, &mut r.head, &[b"PEXPIREAT", key, ms], &[], 0)?;
     }
     Ok(Outcome::Written)
+}
+
+/// A stream as the commands that rebuild it, as Redis's AOF rewrite writes them: an
+/// `XADD` per entry (an empty stream: `XADD key MAXLEN 0 0-1 x y`), `XSETID` with the
+/// metadata, then per group `XGROUP CREATE … ENTRIESREAD`, an `XCLAIM … FORCE JUSTID` per
+/// pending entry of each consumer and `XGROUP CREATECONSUMER` for consumers with none.
+/// (A pending entry no consumer owns cannot be expressed in commands, as in Redis.)
+fn resp_stream<S: ChunkSink>(
+    out: &mut Out<S>,
+    buf: &mut Vec<u8>,
+    e: &Entry<'_>,
+    x: &dyn StreamView,
+) -> Result<()> {
+    let key = e.key;
+    let mut res = Ok(());
+    let mut n = 0usize;
+    let mut prev = None::<StreamId>;
+    let mut bad = None::<String>;
+    x.for_each(&mut |id, elems| {
+        n += 1;
+        if res.is_err() || bad.is_some() {
+            return;
+        }
+        if elems.is_empty() || elems.len() % 2 != 0 || prev.is_some_and(|p| p >= id) {
+            bad = Some(format!(
+                "its stream entry {id} cannot be an XADD ({} elements, after {:?})",
+                elems.len(),
+                prev.map(|p| p.to_string())
+            ));
+            return;
+        }
+        prev = Some(id);
+        let id = id.to_string();
+        buf.clear();
+        resp::header(buf, 3 + elems.len());
+        for a in [&b"XADD"[..], key, id.as_bytes()] {
+            resp::arg(buf, a);
+        }
+        elems.for_each(&mut |a| resp::arg(buf, a));
+        res = out.put(buf);
+    });
+    res?;
+    if let Some(b) = bad {
+        return Err(bad_value(e, b));
+    }
+    if n != x.len() {
+        return Err(bad_value(
+            e,
+            format!("its stream view says len() = {} but for_each yielded {n}", x.len()),
+        ));
+    }
+    let meta = x.meta();
+    check_tail(prev, &meta)
+        .and_then(|()| check_groups(x.groups()))
+        .map_err(|m| bad_value(e, format!("its stream is inconsistent: {m}")))?;
+    let mut cmd = |argv: &[&[u8]]| -> Result<()> {
+        buf.clear();
+        resp::encode(buf, argv);
+        out.put(buf)
+    };
+    if n == 0 {
+        cmd(&[b"XADD", key, b"MAXLEN", b"0", b"0-1", b"x", b"y"])?;
+    }
+    let (last, added, deleted) = (
+        meta.last_id.to_string(),
+        meta.entries_added.to_string(),
+        meta.max_deleted_id.to_string(),
+    );
+    cmd(&[
+        b"XSETID",
+        key,
+        last.as_bytes(),
+        b"ENTRIESADDED",
+        added.as_bytes(),
+        b"MAXDELETEDID",
+        deleted.as_bytes(),
+    ])?;
+    for g in x.groups() {
+        let last = g.last_id.to_string();
+        let read = g.entries_read.map_or("-1".to_string(), |r| r.to_string());
+        cmd(&[
+            b"XGROUP",
+            b"CREATE",
+            key,
+            &g.name,
+            last.as_bytes(),
+            b"ENTRIESREAD",
+            read.as_bytes(),
+        ])?;
+        for c in &g.consumers {
+            if c.pending.is_empty() {
+                cmd(&[b"XGROUP", b"CREATECONSUMER", key, &g.name, &c.name])?;
+            }
+            for id in &c.pending {
+                let Ok(i) = g.pending.binary_search_by(|p| p.id.cmp(id)) else {
+                    continue; // check_groups proved it is there
+                };
+                let p = g.pending[i];
+                let (id, time, count) = (
+                    id.to_string(),
+                    p.delivery_ms.to_string(),
+                    p.delivery_count.to_string(),
+                );
+                cmd(&[
+                    b"XCLAIM",
+                    key,
+                    &g.name,
+                    &c.name,
+                    b"0",
+                    id.as_bytes(),
+                    b"TIME",
+                    time.as_bytes(),
+                    b"RETRYCOUNT",
+                    count.as_bytes(),
+                    b"JUSTID",
+                    b"FORCE",
+                ])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The quicklist node split rule: a node takes the next element while it stays within

@@ -44,6 +44,13 @@ fn str_enc_size(len: usize) -> usize {
     }
 }
 
+/// Total bytes (encoding, data, back length) the integer element `v` takes in a listpack.
+#[inline]
+pub fn int_entry_size(v: i64) -> usize {
+    let enc = int_enc_size(v);
+    enc + backlen_size(enc)
+}
+
 /// Total bytes (encoding, data, back length) the element `s` takes in a listpack.
 #[inline]
 pub fn entry_size(s: &[u8]) -> usize {
@@ -215,6 +222,14 @@ pub fn parse<'a>(
     lp: &'a [u8],
     mut f: impl FnMut(Elem<'a>) -> Result<(), (usize, String)>,
 ) -> Result<usize, (usize, String)> {
+    parse_at(lp, |e, _| f(e))
+}
+
+/// [`parse`], also telling `f` where each element starts in the blob.
+pub fn parse_at<'a>(
+    lp: &'a [u8],
+    mut f: impl FnMut(Elem<'a>, usize) -> Result<(), (usize, String)>,
+) -> Result<usize, (usize, String)> {
     if lp.len() < HEADER + 1 {
         return Err((
             0,
@@ -316,7 +331,7 @@ pub fn parse<'a>(
         }
         p = at + enc_len + bl;
         count += 1;
-        f(elem)?;
+        f(elem, at)?;
     }
     if declared != 65535 && declared as usize != count {
         return err(

@@ -14,6 +14,7 @@ pub mod num;
 pub(crate) mod parallel;
 pub mod reader;
 pub(crate) mod source;
+pub(crate) mod stream;
 pub(crate) mod uniq;
 pub mod ziplist;
 
@@ -24,7 +25,7 @@ pub use encoder::{encode, encode_to_vec, VecSink};
 #[cfg(any(test, feature = "internals"))]
 pub use reader::load;
 pub use reader::{
-    load_file, load_into, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadValue, LoadVisitor,
+    load_file, load_into, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadStream, LoadValue, LoadVisitor,
     LoadZSet, VisitResult,
 };
 
@@ -163,6 +164,8 @@ pub mod types {
     pub const SET_LISTPACK: u8 = 20;
     pub const STREAM_LISTPACKS_3: u8 = 21;
     pub const HASH_METADATA_PRE_GA: u8 = 22;
+    /// Valkey 9's hash with field expiry (in `VALKEY080` files; Redis's 22 otherwise).
+    pub const HASH_2: u8 = 22;
     pub const HASH_LISTPACK_EX_PRE_GA: u8 = 23;
     pub const HASH_METADATA: u8 = 24;
     pub const HASH_LISTPACK_EX: u8 = 25;

@@ -10,8 +10,8 @@
 //! - The CRC-64 trailer is verified unless it is zero ("not computed").
 //! - A visitor sees exactly the values the file holds: an empty collection is skipped
 //!   and counted (as Redis does), a value the visitor does not read is still read and
-//!   validated, and a value it cannot be given (a stream, a hash with field TTLs, a
-//!   module value) is an error unless the caller asked to skip such values.
+//!   validated, and a value it cannot be given (a hash with field TTLs, a module value)
+//!   is an error unless the caller asked to skip such values.
 
 use super::listpack::{self, Elem};
 use super::num::parse_score;
@@ -20,16 +20,17 @@ use super::source::Source;
 use super::{intset, opcodes, types, ziplist};
 use crate::error::{Error, Result};
 use crate::frame;
-use crate::keyspace::DbInfo;
-use crate::keyspace::MemKeyspace;
+use super::stream::parse_node;
+use crate::keyspace::{check_group, check_tail, DbInfo, MemKeyspace};
+use crate::keyspace::{PendingEntry, StreamConsumer, StreamGroup, StreamId, StreamMeta};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How to load.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Skip (and count) the values forksnap cannot hand over (streams, module values,
-    /// hashes whose fields have TTLs) instead of failing on them.
+    /// Skip (and count) the values forksnap cannot hand over (module values, hashes whose
+    /// fields have TTLs) instead of failing on them.
     pub skip_unsupported: bool,
     /// The largest string (or compressed element) a file may hold, bytes: Redis's own
     /// bulk limit (`proto-max-bulk-len`), 512 MiB, by default.
@@ -177,6 +178,8 @@ pub enum LoadValue<'v> {
     ZSet(LoadZSet<'v>),
     /// A hash.
     Hash(LoadHash<'v>),
+    /// A stream.
+    Stream(LoadStream<'v>),
 }
 
 impl LoadValue<'_> {
@@ -188,6 +191,7 @@ impl LoadValue<'_> {
             LoadValue::Set(_) => "set",
             LoadValue::ZSet(_) => "zset",
             LoadValue::Hash(_) => "hash",
+            LoadValue::Stream(_) => "stream",
         }
     }
 }
@@ -246,6 +250,31 @@ view!(
     /// A hash's (field, value) pairs, streaming.
     LoadHash, Hash, (f: &[u8], v: &[u8])
 );
+
+type EntryFn<'f> = dyn FnMut(StreamId, &[&[u8]]) -> VisitResult + 'f;
+
+/// The reader's side of a stream view.
+trait StreamDrain {
+    fn read(&mut self, f: &mut EntryFn<'_>) -> Result<(StreamMeta, Vec<StreamGroup>)>;
+}
+
+/// A stream, streaming: its entries first (as the file holds them), then its metadata
+/// and consumer groups.
+pub struct LoadStream<'v>(&'v mut (dyn StreamDrain + 'v));
+
+impl LoadStream<'_> {
+    /// Streams each live entry to `f` (its ID and its elements: field, value, field,
+    /// value, ...), in ascending ID order, consuming the view; then returns the stream's
+    /// metadata and consumer groups (checked: pending entries ascend, consumers own only
+    /// pending entries of their group). An error from `f` stops the load; an error in
+    /// the file is returned (pass it on).
+    pub fn for_each(
+        self,
+        mut f: impl FnMut(StreamId, &[&[u8]]) -> VisitResult,
+    ) -> Result<(StreamMeta, Vec<StreamGroup>)> {
+        self.0.read(&mut f)
+    }
+}
 
 /// One key as the `inspect` tool sees it, after its value was read (read only through
 /// `load_observed`, a tool's API).
@@ -914,10 +943,28 @@ impl Reader<'_, '_> {
             | types::HASH_LISTPACK_EX_PRE_GA
             | types::HASH_LISTPACK_EX => (Shape::Owned, 0, 0),
             types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
-                self.unsupported(entry_at, "stream")?;
-                self.skip_stream(ty)?;
-                self.report.values_skipped += 1;
-                return Ok(Some((0, false)));
+                let nodes = io.src.len("stream nodes")?;
+                let mut c = StreamCursor {
+                    io: &mut self.io,
+                    ty,
+                    nodes,
+                    entries: 0,
+                    drained: false,
+                    failed: None,
+                };
+                let r = visitor.key(db, key, expire, LoadValue::Stream(LoadStream(&mut c)));
+                if let Some(failed) = c.failed.take() {
+                    return Err(match r {
+                        Err(e) => rejected(entry_at, key, e),
+                        Ok(()) => Error::corrupt(entry_at, failed),
+                    });
+                }
+                r.map_err(|e| rejected(entry_at, key, e))?;
+                if !c.drained {
+                    c.read(&mut |_, _| Ok(()))?;
+                }
+                self.report.keys += 1;
+                return Ok(Some((c.entries, true)));
             }
             types::MODULE_2 => {
                 self.unsupported(entry_at, "module value")?;
@@ -934,6 +981,7 @@ impl Reader<'_, '_> {
             }
             t => return self.corrupt(entry_at, format!("unknown value type {t}")),
         };
+        let valkey = self.report.magic == "VALKEY";
         let mut c = Cursor {
             io: &mut self.io,
             ty,
@@ -981,7 +1029,7 @@ impl Reader<'_, '_> {
                 !found
             }
             Shape::Owned => {
-                let with_ttl = c.owned_pairs(ty, at)?;
+                let with_ttl = c.owned_pairs(ty, at, valkey)?;
                 if with_ttl > 0 {
                     if !self.opts.skip_unsupported {
                         return Err(field_ttls_error(entry_at, with_ttl));
@@ -1111,51 +1159,221 @@ impl Reader<'_, '_> {
             }
         }
     }
+}
 
-    fn skip_stream(&mut self, ty: u8) -> Result<()> {
-        let nodes = self.io.src.len("stream nodes")?;
-        for _ in 0..nodes {
-            self.skip_string("stream node key")?;
-            self.skip_string("stream listpack")?;
+/// A stream being read: `nodes` node (key, listpack) pairs, then the metadata and groups.
+struct StreamCursor<'a, 'r> {
+    io: &'a mut Io<'r>,
+    ty: u8,
+    nodes: u64,
+    /// Live entries read.
+    entries: u64,
+    drained: bool,
+    /// An error found while the visitor read the value (it may have swallowed it).
+    failed: Option<String>,
+}
+
+impl StreamDrain for StreamCursor<'_, '_> {
+    fn read(&mut self, f: &mut EntryFn<'_>) -> Result<(StreamMeta, Vec<StreamGroup>)> {
+        debug_assert!(!self.drained, "a stream read twice");
+        self.drained = true;
+        let mut stopped = None;
+        let r = self.read_inner(f, &mut stopped);
+        if let Some(e) = stopped {
+            let e = Error::Rejected {
+                offset: 0,
+                key: String::new(),
+                source: e,
+            };
+            self.failed = Some(e.to_string());
+            return Err(e);
         }
-        let ids = if ty >= types::STREAM_LISTPACKS_2 { 8 } else { 3 };
-        for _ in 0..ids {
-            self.io.src.len("stream metadata")?;
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
         }
-        let groups = self.io.src.len("stream consumer groups")?;
-        for _ in 0..groups {
-            self.skip_string("consumer group name")?;
-            self.io.src.len("group last id")?;
-            self.io.src.len("group last id")?;
-            if ty >= types::STREAM_LISTPACKS_2 {
-                self.io.src.len("group entries read")?;
-            }
-            let pel = self.io.src.len("group PEL")?;
-            for _ in 0..pel {
-                self.io.src.skip(16 + 8, "PEL entry")?;
-                self.io.src.len("PEL delivery count")?;
-            }
-            let consumers = self.io.src.len("consumers")?;
-            for _ in 0..consumers {
-                self.skip_string("consumer name")?;
-                self.io.src.skip(8, "consumer seen time")?;
-                if ty >= types::STREAM_LISTPACKS_3 {
-                    self.io.src.skip(8, "consumer active time")?;
+        r
+    }
+}
+
+impl StreamCursor<'_, '_> {
+    fn read_inner(
+        &mut self,
+        f: &mut EntryFn<'_>,
+        stopped: &mut Stopped,
+    ) -> Result<(StreamMeta, Vec<StreamGroup>)> {
+        let io = &mut *self.io;
+        let (mut prev, mut first) = (None::<StreamId>, None::<StreamId>);
+        let mut text = Vec::new();
+        let mut spans: Vec<(bool, usize, usize)> = Vec::new();
+        for _ in 0..self.nodes {
+            let key_at = io.src.offset();
+            let k = io.src.string("stream node key", &mut io.field)?;
+            let k = <[u8; 16]>::try_from(k).map_err(|_| k.len());
+            let k = match k {
+                Ok(k) => k,
+                Err(n) => {
+                    return io.src.corrupt(
+                        key_at,
+                        format!("stream node key is {n} bytes, not a 16-byte entry ID"),
+                    )
                 }
-                let n = self.io.src.len("consumer PEL")?;
-                for _ in 0..n {
-                    self.io.src.skip(16, "consumer PEL")?;
+            };
+            let master = StreamId::from_be_bytes(k);
+            let blob_at = io.src.string_into("stream listpack", &mut io.blob)?;
+            let mut entries = 0u64;
+            let r = parse_node(&io.blob, master, |id, elems| {
+                if let Some(p) = prev.filter(|p| *p >= id) {
+                    return Err((0, format!("stream entry {id} comes after entry {p}")));
                 }
+                prev = Some(id);
+                first.get_or_insert(id);
+                entries += 1;
+                // Integers become their decimal text, in `text`; then the slices.
+                text.clear();
+                spans.clear();
+                for e in elems {
+                    spans.push(match *e {
+                        Elem::Str(_) => (false, 0, 0),
+                        Elem::Int(v) => {
+                            let mut num = [0u8; 20];
+                            let start = text.len();
+                            text.extend_from_slice(format_i64(v, &mut num));
+                            (true, start, text.len())
+                        }
+                    });
+                }
+                let args: Vec<&[u8]> = elems
+                    .iter()
+                    .zip(spans.iter())
+                    .map(|(e, &(int, a, b))| match (*e, int) {
+                        (Elem::Str(s), _) => s,
+                        (_, _) => &text[a..b],
+                    })
+                    .collect();
+                f(id, &args).map_err(|e| {
+                    *stopped = Some(e);
+                    (0, STOPPED.to_string())
+                })
+            });
+            self.entries += entries;
+            match r {
+                Err((_, m)) if m == STOPPED => return Err(Error::corrupt(blob_at, STOPPED)),
+                Err((o, m)) => return Err(Error::corrupt(blob_at + o as u64, m)),
+                Ok(_) => {}
             }
         }
-        Ok(())
+        let src = &mut io.src;
+        let at = src.offset();
+        let length = src.len("stream length")?;
+        if length != self.entries {
+            return src.corrupt(
+                at,
+                format!("stream length says {length} entries, its nodes hold {}", self.entries),
+            );
+        }
+        let id = |src: &mut Source<'_>, what: &str| -> Result<StreamId> {
+            Ok(StreamId::new(src.len(what)?, src.len(what)?))
+        };
+        let last_id = id(src, "stream last ID")?;
+        let meta = if self.ty >= types::STREAM_LISTPACKS_2 {
+            StreamMeta {
+                last_id,
+                first_id: id(src, "stream first ID")?,
+                max_deleted_id: id(src, "stream max deleted ID")?,
+                entries_added: src.len("stream entries added")?,
+            }
+        } else {
+            // What Redis fills in for a type-15 stream.
+            StreamMeta {
+                last_id,
+                first_id: first.unwrap_or_default(),
+                max_deleted_id: StreamId::default(),
+                entries_added: length,
+            }
+        };
+        if let Err(m) = check_tail(prev, &meta) {
+            return src.corrupt(at, m);
+        }
+        let n = src.len("stream consumer groups")?;
+        let mut groups = Vec::with_capacity(n.min(HINT_CAP) as usize);
+        let mut names = std::collections::HashSet::new();
+        for _ in 0..n {
+            let group_at = src.offset();
+            let name = src.string("consumer group name", &mut io.val)?.to_vec();
+            let last_id = id(src, "group last ID")?;
+            let entries_read = if self.ty >= types::STREAM_LISTPACKS_2 {
+                Some(src.len("group entries read")?).filter(|&r| r != u64::MAX)
+            } else {
+                None
+            };
+            let np = src.len("group pending entries")?;
+            let mut pending = Vec::with_capacity(np.min(HINT_CAP) as usize);
+            for _ in 0..np {
+                pending.push(PendingEntry {
+                    id: StreamId::from_be_bytes(src.fixed("pending entry ID")?),
+                    delivery_ms: i64::from_le_bytes(src.fixed("pending delivery time")?),
+                    delivery_count: src.len("pending delivery count")?,
+                });
+            }
+            // Redis writes them ascending; any order is the same list.
+            pending.sort_unstable_by_key(|p| p.id);
+            let nc = src.len("consumers")?;
+            let mut consumers = Vec::with_capacity(nc.min(HINT_CAP) as usize);
+            for _ in 0..nc {
+                let name = src.string("consumer name", &mut io.val)?.to_vec();
+                let seen_ms = i64::from_le_bytes(src.fixed("consumer seen time")?);
+                let active_ms = if self.ty >= types::STREAM_LISTPACKS_3 {
+                    i64::from_le_bytes(src.fixed("consumer active time")?)
+                } else {
+                    seen_ms // Redis's estimate for older files
+                };
+                let ni = src.len("consumer pending entries")?;
+                let mut ids = Vec::with_capacity(ni.min(HINT_CAP) as usize);
+                for _ in 0..ni {
+                    let at = src.offset();
+                    let id = StreamId::from_be_bytes(src.fixed("consumer pending ID")?);
+                    if pending.binary_search_by_key(&id, |p: &PendingEntry| p.id).is_err() {
+                        return src.corrupt(
+                            at,
+                            format!("consumer's pending ID {id} is not in its group's pending entries"),
+                        );
+                    }
+                    ids.push(id);
+                }
+                consumers.push(StreamConsumer {
+                    name,
+                    seen_ms,
+                    active_ms,
+                    pending: ids,
+                });
+            }
+            let g = StreamGroup {
+                name,
+                last_id,
+                entries_read,
+                pending,
+                consumers,
+            };
+            // Repeated names and IDs (what is left to check) are named from the group.
+            if let Err(m) = check_group(&g) {
+                return src.corrupt(group_at, m);
+            }
+            if !names.insert(g.name.clone()) {
+                return src.corrupt(
+                    group_at,
+                    format!("consumer group {:?} appears twice", String::from_utf8_lossy(&g.name)),
+                );
+            }
+            groups.push(g);
+        }
+        Ok((meta, groups))
     }
 }
 
 impl Cursor<'_, '_> {
     /// Decodes a zipmap or a hash with field metadata into `owned`; returns how many
     /// fields carry a TTL.
-    fn owned_pairs(&mut self, ty: u8, at: u64) -> Result<u64> {
+    fn owned_pairs(&mut self, ty: u8, at: u64, valkey: bool) -> Result<u64> {
         let io = &mut *self.io;
         let mut with_ttl = 0u64;
         let mut v: crate::keyspace::FieldValues = Vec::new();
@@ -1181,6 +1399,18 @@ impl Cursor<'_, '_> {
                 .map_err(|(o, m)| Error::corrupt(data_at + o as u64, m))?;
                 if let Some(e) = err {
                     return Err(e);
+                }
+            }
+            types::HASH_2 if valkey => {
+                // Valkey 9's HASH_2 (same number as Redis's pre-release 22): count, then
+                // (field, value, expiry as i64 LE unix ms, -1 for none).
+                let n = io.src.len("hash size")?;
+                for _ in 0..n {
+                    io.src.string_into("hash field", &mut io.field)?;
+                    let x = boxed(io.src.string("hash value", &mut io.val)?)?;
+                    let ttl = i64::from_le_bytes(io.src.fixed("hash field expiry")?);
+                    with_ttl += u64::from(ttl != -1);
+                    v.push((boxed(&io.field)?, x));
                 }
             }
             types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
@@ -1243,7 +1473,7 @@ fn field_ttls_error(at: u64, n: u64) -> Error {
     Error::Unsupported {
         offset: at,
         what: format!(
-            "hash with {n} field TTL(s) (Redis 7.4 hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
+            "hash with {n} field TTL(s) (hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
         ),
     }
 }
@@ -1383,6 +1613,7 @@ impl LoadVisitor for Validator {
                 })?;
                 self.check("hash field")
             }
+            LoadValue::Stream(x) => Ok(x.for_each(|_, _| Ok(())).map(|_| ())?),
         }
     }
 }

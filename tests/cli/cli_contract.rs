@@ -363,18 +363,23 @@ fn convert_names_what_the_user_typed() {
     assert!(!se.contains("temp-"), "{se}");
 }
 
-/// A stream makes convert refuse the file with the flag that would drop it named; with
-/// the flag it converts and says what it dropped.
+/// A hash whose fields carry TTLs (Valkey 9.1) makes convert refuse the file with the
+/// flag that would drop it named; with the flag it converts and says what it dropped.
 #[test]
 fn convert_names_skip_unsupported_when_it_is_needed() {
-    let Some(mut s) = common::Server::start(common::Kind::Redis70) else {
+    let Some(mut s) = common::Server::start(common::Kind::Valkey91) else {
         return;
     };
     s.conn().ok(&[b"SET", b"plain", b"1"]);
-    s.conn().cmd(&[b"XADD", b"events", b"*", b"f", b"v"]);
+    s.conn().cmd(&[b"HSET", b"h", b"f", b"v", b"g", b"w"]);
+    assert_eq!(
+        s.conn()
+            .cmd(&[b"HEXPIRE", b"h", b"1000", b"FIELDS", b"1", b"f"]),
+        common::Reply::Array(Some(vec![common::Reply::Int(1)]))
+    );
     let rdb = s.save_file();
     let dir = tempfile::tempdir().unwrap();
-    let p = common::write_temp(dir.path(), "stream.rdb", &rdb);
+    let p = common::write_temp(dir.path(), "ttl.rdb", &rdb);
     let out = dir.path().join("out.rdb");
     let o = forksnap(&[&"convert", &p, &out]);
     let (_, se) = text(&o);
@@ -385,8 +390,49 @@ fn convert_names_skip_unsupported_when_it_is_needed() {
     let (so, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{se}");
     assert!(
-        so.contains("1 keys") && so.contains("dropped 1 stream/module values"),
+        so.contains("1 keys") && so.contains("dropped 1 module values or field-TTL hashes"),
         "{so}"
+    );
+}
+
+/// convert carries a stream with its consumer group (it used to need --skip-unsupported).
+#[test]
+fn convert_carries_streams() {
+    let Some(mut s) = common::Server::start(common::Kind::Redis70) else {
+        return;
+    };
+    s.conn().cmd(&[b"XADD", b"events", b"1-1", b"f", b"v"]);
+    s.conn().ok(&[b"XGROUP", b"CREATE", b"events", b"g", b"0"]);
+    let digest = s.digest();
+    let rdb = s.save_file();
+    drop(s);
+    let dir = tempfile::tempdir().unwrap();
+    let p = common::write_temp(dir.path(), "stream.rdb", &rdb);
+    let out = dir.path().join("out.rdb");
+    let o = forksnap(&[&"convert", &p, &out, &"--rdb-version", &"10"]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    assert!(so.contains("1 keys") && !so.contains("dropped"), "{so}");
+    let mut back =
+        common::Server::start_with(common::Kind::Redis70, Some(&std::fs::read(&out).unwrap()))
+            .unwrap();
+    assert_eq!(back.digest(), digest);
+    assert_eq!(
+        back.conn().cmd(&[b"XINFO", b"GROUPS", b"events"]),
+        common::Reply::Array(Some(vec![common::Reply::Array(Some(vec![
+            common::Reply::Bulk(Some(b"name".to_vec())),
+            common::Reply::Bulk(Some(b"g".to_vec())),
+            common::Reply::Bulk(Some(b"consumers".to_vec())),
+            common::Reply::Int(0),
+            common::Reply::Bulk(Some(b"pending".to_vec())),
+            common::Reply::Int(0),
+            common::Reply::Bulk(Some(b"last-delivered-id".to_vec())),
+            common::Reply::Bulk(Some(b"0-0".to_vec())),
+            common::Reply::Bulk(Some(b"entries-read".to_vec())),
+            common::Reply::Bulk(None),
+            common::Reply::Bulk(Some(b"lag".to_vec())),
+            common::Reply::Int(1),
+        ]))]))
     );
 }
 

@@ -483,6 +483,17 @@ pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
                         cmds.push(cmd);
                     }
                 }
+                MemValue::Stream(x) => {
+                    // Entries and the last ID; groups need the stream tests' commands.
+                    for (id, elems) in x.entries() {
+                        let mut cmd =
+                            vec![b"XADD".to_vec(), k.clone(), id.to_string().into_bytes()];
+                        cmd.extend(elems.iter().map(|e| e.to_vec()));
+                        cmds.push(cmd);
+                    }
+                    let last = x.meta().last_id.to_string().into_bytes();
+                    cmds.push(vec![b"XSETID".to_vec(), k.clone(), last]);
+                }
             }
             if let Some(ms) = expire {
                 cmds.push(vec![b"PEXPIREAT".to_vec(), k, ms.to_string().into_bytes()]);
@@ -573,6 +584,7 @@ fn same_value(a: &MemValue, b: &MemValue) -> bool {
             };
             key(x) == key(y)
         }
+        (MemValue::Stream(x), MemValue::Stream(y)) => x == y,
         _ => false,
     }
 }

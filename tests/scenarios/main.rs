@@ -29,4 +29,5 @@ mod registered_buffers;
 mod second_start_is_already_running;
 mod skipped_values_are_counted;
 mod streaming_load;
+mod streams_round_trip;
 mod write_rate_cap;

@@ -5,7 +5,7 @@ use crate::common;
 
 use common::{assert_same_data, datasets, fill_by_commands, Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
-use forksnap::Error;
+use forksnap::{MemValue, StreamId};
 
 fn roundtrip(kind: Kind) {
     let ks = datasets::edge_cases(true);
@@ -68,7 +68,7 @@ fn uncompressed_server_files_load() {
 
 /// Streams and functions: a clear error by default; skipped and counted on request.
 #[test]
-fn streams_and_functions_are_reported() {
+fn streams_and_functions_are_loaded() {
     for kind in [Kind::Redis70, Kind::Valkey91] {
         let Some(mut s) = Server::start(kind) else {
             return;
@@ -103,27 +103,19 @@ fn streams_and_functions_are_reported() {
             r => panic!("FUNCTION LOAD: {r:?}"),
         }
         let file = s.save_file();
-        match load(&file, &LoadOptions::default()) {
-            Err(Error::Unsupported { what, offset }) => {
-                assert!(what.contains("stream"), "{what}");
-                assert!(offset > 9);
-            }
-            other => panic!(
-                "{kind:?}: expected Unsupported, got {:?}",
-                other.map(|(_, r)| r)
-            ),
-        }
-        let (ks, report) = load(
-            &file,
-            &LoadOptions {
-                skip_unsupported: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(report.values_skipped, 1);
-        assert_eq!(report.functions, 1);
-        assert_eq!(ks.len(), 1);
+        let (ks, report) = load(&file, &LoadOptions::default()).unwrap();
+        assert_eq!(
+            (report.keys, report.values_skipped, report.functions),
+            (2, 0, 1)
+        );
+        let Some((MemValue::Stream(x), None)) = ks.db(0).unwrap().get(b"stream") else {
+            panic!("{kind:?}: the stream is not loaded as one")
+        };
+        assert_eq!(x.entries().len(), 300);
+        assert_eq!(x.entries()[299].0, StreamId::new(300, 1));
+        assert_eq!(x.groups().len(), 1);
+        assert_eq!(x.groups()[0].pending.len(), 5);
+        assert_eq!(x.groups()[0].consumers[0].pending.len(), 5);
         assert!(ks.db(0).unwrap().get(b"plain").is_some());
     }
 }

@@ -438,6 +438,15 @@ impl<W: Write> Target for Commands<W> {
                     self.cmd(&a);
                 }
             }
+            MemValue::Stream(x) => {
+                // Entries only: the datasets make no consumer groups.
+                for (id, elems) in x.entries() {
+                    let id = id.to_string();
+                    let mut a: Vec<&[u8]> = vec![b"XADD", &key, id.as_bytes()];
+                    a.extend(elems.iter().map(|e| &e[..]));
+                    self.cmd(&a);
+                }
+            }
         }
         if let Some(at) = expire_ms {
             self.cmd(&[b"PEXPIREAT", &key, at.to_string().as_bytes()]);
