@@ -45,9 +45,9 @@ pub use fork::{
 #[cfg(target_os = "linux")]
 pub use keyspace::{
     dataset_digest, format_score, prefetch, value_digest, BuildError, DbInfo, Digest, Entry,
-    FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemStream, MemValue, Partitioned,
-    PendingEntry, SeqView, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta,
-    StreamView, Value, ZSetView,
+    FieldValueTtls, FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemStream, MemValue,
+    Partitioned, PendingEntry, SeqView, StreamConsumer, StreamEntry, StreamGroup, StreamId,
+    StreamMeta, StreamView, Value, ZSetView,
 };
 #[cfg(target_os = "linux")]
 pub use pressure::{CowFigures, CowSampling};

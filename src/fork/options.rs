@@ -114,10 +114,17 @@ impl SnapshotOptions {
         self.write.format = f;
         self
     }
-    /// The RDB version written, 9 to 11 (default 11); see the README's compatibility
-    /// table: 10 for Redis 7.0, 9 for Redis 5 and 6.
+    /// The RDB version written, 9 to 12, or 80 for Valkey 9's `VALKEY080` (default 11);
+    /// see the README's compatibility table: 10 for Redis 7.0, 9 for Redis 5 and 6, 12
+    /// (Redis ≥ 7.4) or 80 (Valkey ≥ 9) to keep hash field TTLs.
     pub fn rdb_version(mut self, v: u8) -> Self {
         self.encode.version = v;
+        self
+    }
+    /// Write hashes whose fields have TTLs without the TTLs when the version cannot hold
+    /// them (9 to 11), counting them in the report, instead of failing (the default).
+    pub fn drop_field_ttls(mut self, on: bool) -> Self {
+        self.encode.drop_field_ttls = on;
         self
     }
     /// LZF-compress long strings, as Redis's `rdbcompression yes` (default on). Applies

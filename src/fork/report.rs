@@ -221,6 +221,7 @@ pub fn final_message(
         // u64::MAX: not measured.
         .u64(private.unwrap_or(u64::MAX))
         .u64(probe_us)
+        .u64(r.summary.field_ttls_dropped)
 }
 
 /// The child's final report: decode, in [`final_message`]'s order, onto the per-database
@@ -257,6 +258,7 @@ pub fn parse_final(f: &mut Fields<'_>, mut summary: EncodeSummary) -> (SnapshotR
     };
     let child_private_bytes = Some(f.u64()).filter(|&b| b != u64::MAX);
     let child_probe = Duration::from_micros(f.u64());
+    summary.field_ttls_dropped = f.u64();
     let r = SnapshotReport {
         summary,
         bytes_written,

@@ -25,6 +25,9 @@ fn stored_expiry(expire_ms: Option<i64>) -> i64 {
 /// A hash's (field, value) pairs.
 pub type FieldValues = Vec<(Box<[u8]>, Box<[u8]>)>;
 
+/// A hash's (field, value, expiry in unix ms) triples.
+pub type FieldValueTtls = Vec<(Box<[u8]>, Box<[u8]>, Option<i64>)>;
+
 /// An owned value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MemValue {
@@ -40,6 +43,8 @@ pub enum MemValue {
     ZSet(Vec<(Box<[u8]>, f64)>),
     /// (field, value) pairs; fields unique.
     Hash(FieldValues),
+    /// A hash some of whose fields expire (`HEXPIRE`); fields unique.
+    HashTtl(FieldValueTtls),
     /// A stream (boxed: it is larger than the other values).
     Stream(Box<MemStream>),
 }
@@ -125,6 +130,22 @@ impl MemValue {
         Ok(MemValue::Hash(v))
     }
 
+    /// A hash from (field, value, expiry) triples; refuses duplicate fields. Without any
+    /// expiry it is a plain [`MemValue::Hash`].
+    pub fn hash_ttl<I: IntoIterator<Item = (B, C, Option<i64>)>, B: Into<Vec<u8>>, C: Into<Vec<u8>>>(
+        items: I,
+    ) -> Result<Self, BuildError> {
+        let v: FieldValueTtls = items
+            .into_iter()
+            .map(|(f, x, t)| (f.into().into_boxed_slice(), x.into().into_boxed_slice(), t))
+            .collect();
+        check_unique(v.iter().map(|(f, _, _)| &f[..]))?;
+        if v.iter().all(|(_, _, t)| t.is_none()) {
+            return Ok(MemValue::Hash(v.into_iter().map(|(f, x, _)| (f, x)).collect()));
+        }
+        Ok(MemValue::HashTtl(v))
+    }
+
     /// Borrow as a [`Value`] view.
     pub fn view(&self) -> Value<'_> {
         match self {
@@ -134,6 +155,7 @@ impl MemValue {
             MemValue::Set(s) => Value::Set(s),
             MemValue::ZSet(z) => Value::ZSet(z),
             MemValue::Hash(h) => Value::Hash(h),
+            MemValue::HashTtl(h) => Value::Hash(h),
             MemValue::Stream(x) => Value::Stream(&**x),
         }
     }
@@ -145,6 +167,7 @@ impl MemValue {
             MemValue::List(l) | MemValue::Set(l) => l.len(),
             MemValue::ZSet(z) => z.len(),
             MemValue::Hash(h) => h.len(),
+            MemValue::HashTtl(h) => h.len(),
             MemValue::Stream(x) => x.entries().len(),
         }
     }
@@ -203,6 +226,7 @@ impl Slot {
             MemValue::List(v) | MemValue::Set(v) => prefetch(v.as_ptr()),
             MemValue::ZSet(v) => prefetch(v.as_ptr()),
             MemValue::Hash(v) => prefetch(v.as_ptr()),
+            MemValue::HashTtl(v) => prefetch(v.as_ptr()),
             MemValue::Stream(v) => prefetch(&**v),
         }
     }
@@ -661,6 +685,16 @@ impl crate::rdb::LoadVisitor for MemKeyspace {
                 })?;
                 check_unique(v.iter().map(|(m, _)| &m[..]))?;
                 MemValue::ZSet(v)
+            }
+            L::Hash(h) if h.field_ttls() > 0 => {
+                let mut v = Vec::with_capacity(h.len_hint());
+                h.for_each_ttl(|f, x, t| {
+                    room(&mut v)?;
+                    v.push((boxed(f), boxed(x), t));
+                    Ok(())
+                })?;
+                check_unique(v.iter().map(|(f, _, _)| &f[..]))?;
+                MemValue::HashTtl(v)
             }
             L::Hash(h) => {
                 let mut v = Vec::with_capacity(h.len_hint());

@@ -16,7 +16,7 @@ mod mem;
 mod stream;
 
 pub use digest::{dataset_digest, format_score, value_digest, Digest};
-pub use mem::{BuildError, FieldValues, MemDb, MemKeyspace, MemValue};
+pub use mem::{BuildError, FieldValueTtls, FieldValues, MemDb, MemKeyspace, MemValue};
 pub use stream::{
     MemStream, PendingEntry, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta,
     StreamView,
@@ -49,7 +49,8 @@ pub trait ZSetView {
     }
 }
 
-/// A hash: (field, value) pairs.
+/// A hash: (field, value) pairs, and, for a server with per-field expiry (`HEXPIRE`,
+/// `HSETEX`: Redis ≥ 7.4, Valkey ≥ 9), each field's expiry.
 pub trait HashView {
     /// Fields; must equal what `for_each` yields.
     fn len(&self) -> usize;
@@ -58,6 +59,17 @@ pub trait HashView {
     /// No fields.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Whether any field has an expiry; if so the snapshot reads the fields through
+    /// [`for_each_ttl`](Self::for_each_ttl). Default: false.
+    fn has_field_ttls(&self) -> bool {
+        false
+    }
+    /// Calls `f` with each field, its value and its expiry (unix milliseconds), in the
+    /// order `for_each` yields them. Default: `for_each` with no expiries.
+    #[allow(clippy::type_complexity)] // a callback's signature, read once
+    fn for_each_ttl(&self, f: &mut dyn FnMut(&[u8], &[u8], Option<i64>)) {
+        self.for_each(&mut |k, v| f(k, v, None))
     }
 }
 
@@ -343,6 +355,27 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HashView for Vec<(K, V)> {
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
         for (k, v) in self {
             f(k.as_ref(), v.as_ref())
+        }
+    }
+}
+
+/// (field, value, expiry) triples: a hash whose fields may expire.
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HashView for Vec<(K, V, Option<i64>)> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (k, v, _) in self {
+            f(k.as_ref(), v.as_ref())
+        }
+    }
+    fn has_field_ttls(&self) -> bool {
+        self.iter().any(|(_, _, t)| t.is_some())
+    }
+    #[allow(clippy::type_complexity)] // a callback's signature, read once
+    fn for_each_ttl(&self, f: &mut dyn FnMut(&[u8], &[u8], Option<i64>)) {
+        for (k, v, t) in self {
+            f(k.as_ref(), v.as_ref(), *t)
         }
     }
 }

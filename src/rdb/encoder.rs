@@ -20,10 +20,12 @@
 use super::listpack::{self, LpWriter};
 use super::num::{canonical_i64, format_i64, score_text, ScoreText};
 use super::uniq::{Rewalk, Uniq};
-use super::{intset, limits, lzf, opcodes, types, Crc64, MAX_WRITE_VERSION, MIN_WRITE_VERSION};
+use super::{intset, limits, lzf, opcodes, types, Crc64};
+use super::{MAX_WRITE_VERSION, MIN_WRITE_VERSION, VALKEY_VERSION};
 use crate::aof::resp;
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
+use super::reader::EXPIRE_TIME_MAX;
 use super::stream::{self, NodePlan};
 use crate::keyspace::{check_groups, check_tail, StreamId, StreamView};
 use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
@@ -34,10 +36,15 @@ use std::ops::ControlFlow;
 /// What the encoder writes.
 #[derive(Clone, Debug)]
 pub struct EncodeOptions {
-    /// RDB version, 9 ..= 11. 9 uses only the types every Redis ≥ 5 and Valkey load; 10
-    /// adds listpack hashes/sorted sets, intsets and quicklist 2 (Redis ≥ 7.0); 11 adds
-    /// listpack sets (Redis ≥ 7.2, Valkey).
+    /// RDB version, 9 ..= 12, or 80 for `VALKEY080`. 9 uses only the types every Redis ≥
+    /// 5 and Valkey load; 10 adds listpack hashes/sorted sets, intsets and quicklist 2
+    /// (Redis ≥ 7.0); 11 adds listpack sets (Redis ≥ 7.2, Valkey); 12 (Redis ≥ 7.4, not
+    /// Valkey) adds hashes with field expiry; 80 (Valkey ≥ 9, not Redis) likewise in
+    /// Valkey's layout.
     pub version: u8,
+    /// Write hashes whose fields have TTLs without the TTLs at a version that cannot hold
+    /// them (9 to 11), instead of failing.
+    pub drop_field_ttls: bool,
     /// LZF-compress strings longer than 20 bytes when that saves at least 4 bytes.
     pub lzf: bool,
     /// `ctime` AUX field, unix seconds; `None` (the default): the clock when the encoding
@@ -66,15 +73,18 @@ impl Default for EncodeOptions {
             aof_base: false,
             resp: false,
             threads: 1,
+            drop_field_ttls: false,
         }
     }
 }
 
 impl EncodeOptions {
     pub fn validate(&self) -> Result<()> {
-        if !(MIN_WRITE_VERSION..=MAX_WRITE_VERSION).contains(&self.version) {
+        if !(MIN_WRITE_VERSION..=MAX_WRITE_VERSION).contains(&self.version)
+            && self.version != VALKEY_VERSION
+        {
             return Err(Error::InvalidOption(format!(
-                "RDB version {} cannot be written (supported: {MIN_WRITE_VERSION} to {MAX_WRITE_VERSION})",
+                "RDB version {} cannot be written (supported: {MIN_WRITE_VERSION} to {MAX_WRITE_VERSION}, and {VALKEY_VERSION} for VALKEY080)",
                 self.version
             )));
         }
@@ -96,8 +106,10 @@ pub struct EncodeSummary {
     pub keys_per_db: Vec<(u32, u64)>,
     /// `(db index, keys skipped)` per database (unsupported values and empty collections).
     pub skipped_per_db: Vec<(u32, u64)>,
-    /// Values the format cannot hold (streams, modules), skipped.
+    /// Values the format cannot hold (module values a server marks unsupported), skipped.
     pub skipped_unsupported: u64,
+    /// Hashes written without their field TTLs (`EncodeOptions::drop_field_ttls`).
+    pub field_ttls_dropped: u64,
     /// Empty collections, which RDB cannot hold and loaders reject; skipped.
     pub skipped_empty: u64,
     /// Bytes of RDB produced, CRC trailer included.
@@ -312,6 +324,7 @@ pub struct Encoder<S: ChunkSink> {
     /// Reused from collection to collection: are the members distinct?
     uniq: Uniq,
     version: u8,
+    drop_field_ttls: bool,
     summary: EncodeSummary,
     db_keys: u64,
     db_skipped: u64,
@@ -329,6 +342,7 @@ pub(crate) struct Fragment {
     pub keys: u64,
     pub skipped_empty: u64,
     pub skipped_unsupported: u64,
+    pub field_ttls_dropped: u64,
 }
 
 /// A sink that keeps a fragment's full chunks until it is cut (`parallel`).
@@ -377,6 +391,7 @@ impl<S: ChunkSink> Encoder<S> {
             },
             uniq: Uniq::default(),
             version: opts.version,
+            drop_field_ttls: opts.drop_field_ttls,
             summary: EncodeSummary::default(),
             db_keys: 0,
             db_skipped: 0,
@@ -388,18 +403,24 @@ impl<S: ChunkSink> Encoder<S> {
     /// The magic and the AUX fields.
     fn file_header(&mut self, opts: &EncodeOptions) -> Result<()> {
         let e = self;
-        e.out.put(format!("REDIS{:04}", opts.version).as_bytes())?;
+        let magic = match opts.version {
+            VALKEY_VERSION => format!("VALKEY{:03}", opts.version),
+            v => format!("REDIS{v:04}"),
+        };
+        e.out.put(magic.as_bytes())?;
         let mut aux = |k: &str, v: &[u8]| -> Result<()> {
             e.out.byte(opcodes::AUX)?;
             e.lzf.string(&e.arena, &mut e.out, k.as_bytes())?;
             e.lzf.string(&e.arena, &mut e.out, v)
         };
-        let ver = match opts.version {
-            9 => "6.2.0",
-            10 => "7.0.0",
-            _ => "7.2.0",
+        let (name, ver) = match opts.version {
+            9 => ("redis-ver", "6.2.0"),
+            10 => ("redis-ver", "7.0.0"),
+            11 => ("redis-ver", "7.2.0"),
+            12 => ("redis-ver", "7.4.0"),
+            _ => ("valkey-ver", "9.0.0"),
         };
-        aux("redis-ver", ver.as_bytes())?;
+        aux(name, ver.as_bytes())?;
         aux("redis-bits", b"64")?;
         let ctime = opts.ctime.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -498,6 +519,7 @@ impl<S: ChunkSink> Encoder<S> {
             keys: self.db_keys,
             skipped_empty: self.summary.skipped_empty,
             skipped_unsupported: self.summary.skipped_unsupported,
+            field_ttls_dropped: std::mem::take(&mut self.summary.field_ttls_dropped),
         };
         self.db_keys = 0;
         self.db_skipped = 0;
@@ -514,6 +536,7 @@ impl<S: ChunkSink> Encoder<S> {
         self.db_skipped += f.skipped_empty + f.skipped_unsupported;
         self.summary.skipped_empty += f.skipped_empty;
         self.summary.skipped_unsupported += f.skipped_unsupported;
+        self.summary.field_ttls_dropped += f.field_ttls_dropped;
         if self.out.crossed_chunk {
             self.arena.reset();
             self.out.crossed_chunk = false;
@@ -928,6 +951,21 @@ impl<S: ChunkSink> Encoder<S> {
 
     fn hash(&mut self, e: &Entry<'_>, h: &dyn HashView) -> Result<()> {
         let n = h.len();
+        if h.has_field_ttls() {
+            match self.version {
+                12 | VALKEY_VERSION => return self.hash_ttl(e, h),
+                _ if !self.drop_field_ttls => {
+                    return Err(bad_value(
+                        e,
+                        format!(
+                            "its fields have TTLs, which RDB {} cannot hold (write 12 for Redis ≥ 7.4, 80 for Valkey ≥ 9, or ask to drop them)",
+                            self.version
+                        ),
+                    ))
+                }
+                _ => self.summary.field_ttls_dropped += 1,
+            }
+        }
         if self.version >= 10 && n <= limits::HASH_MAX_LISTPACK_ENTRIES {
             let mut small = true;
             h.for_each(&mut |f, v| {
@@ -965,6 +1003,83 @@ impl<S: ChunkSink> Encoder<S> {
         });
         res?;
         t.finish(e, n, &|g| h.for_each(&mut |f, _| g(f)))
+    }
+
+    /// A hash with field TTLs: at RDB 12 as Redis 7.4 writes it (a listpack of (field,
+    /// value, expiry or 0) triples ordered by expiry, fields without one last, behind the
+    /// smallest expiry: type 25; a larger hash as (expiry − smallest + 1 or 0, field,
+    /// value): type 24); in `VALKEY080` as Valkey 9's HASH_2 (field, value, expiry as
+    /// i64 LE, −1 for none).
+    fn hash_ttl(&mut self, e: &Entry<'_>, h: &dyn HashView) -> Result<()> {
+        let n = h.len();
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        let mut t = Tally::new(Coll::Hash, n, &mut self.uniq);
+        let (mut min, mut max) = (i64::MAX, 1);
+        let mut small = n <= limits::HASH_MAX_LISTPACK_ENTRIES;
+        h.for_each_ttl(&mut |f, v, ttl| {
+            t.add(f);
+            if let Some(x) = ttl {
+                min = min.min(x);
+                max = max.max(x);
+            }
+            small &= f.len() <= limits::HASH_MAX_LISTPACK_VALUE
+                && v.len() <= limits::HASH_MAX_LISTPACK_VALUE;
+        });
+        t.finish(e, n, &|g| h.for_each(&mut |f, _| g(f)))?;
+        // Redis's range for a field's expiry (0 would read back as "none").
+        for x in [min, max] {
+            if !(1..=EXPIRE_TIME_MAX as i64).contains(&x) {
+                return Err(bad_value(
+                    e,
+                    format!("a field's expiry {x} is outside 1 ..= 2^48 - 1 (unix ms)"),
+                ));
+            }
+        }
+        let mut res = Ok(());
+        if self.version == VALKEY_VERSION {
+            entry_header(out, arena, lzf, e, types::HASH_2)?;
+            out.len(n as u64)?;
+            h.for_each_ttl(&mut |f, v, ttl| {
+                if res.is_ok() {
+                    res = lzf
+                        .string(arena, out, f)
+                        .and_then(|()| lzf.string(arena, out, v))
+                        .and_then(|()| out.put(&ttl.unwrap_or(-1).to_le_bytes()));
+                }
+            });
+            return res;
+        }
+        if small {
+            // Ordered by expiry, fields without one last (Redis's listpackEx order).
+            let mut items = BVec::with_capacity_in(n, arena);
+            h.for_each_ttl(&mut |f, v, ttl| {
+                items.push((ttl.map_or(u64::MAX, |x| x as u64), &*arena.alloc_slice_copy(f), &*arena.alloc_slice_copy(v)))
+            });
+            items.sort_by_key(|i| i.0);
+            let mut lp = BVec::with_capacity_in(16 + n * 40, arena);
+            let mut w = LpWriter::begin(&mut lp);
+            for (ttl, f, v) in items.iter() {
+                w.push(&mut lp, f);
+                w.push(&mut lp, v);
+                w.push_int(&mut lp, if *ttl == u64::MAX { 0 } else { *ttl as i64 });
+            }
+            w.finish(&mut lp);
+            entry_header(out, arena, lzf, e, types::HASH_LISTPACK_EX)?;
+            out.put(&min.to_le_bytes())?;
+            return lzf.blob(arena, out, &lp);
+        }
+        entry_header(out, arena, lzf, e, types::HASH_METADATA)?;
+        out.put(&min.to_le_bytes())?;
+        out.len(n as u64)?;
+        h.for_each_ttl(&mut |f, v, ttl| {
+            if res.is_ok() {
+                res = out
+                    .len(ttl.map_or(0, |x| (x - min) as u64 + 1))
+                    .and_then(|()| lzf.string(arena, out, f))
+                    .and_then(|()| lzf.string(arena, out, v));
+            }
+        });
+        res
     }
 
     /// Writes EOF and the CRC. Returns the sink, the last (partial) chunk and the summary.
@@ -1094,6 +1209,22 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
                 batch(out, &mut r.head, &mut r.args, &mut n, 2, b"HMSET", false);
             });
             batch(out, &mut r.head, &mut r.args, &mut n, 2, b"HMSET", true);
+            if h.has_field_ttls() {
+                // As Redis 7.4's rewrite: the fields' expiries after the fields.
+                let mut num = [0u8; 20];
+                h.for_each_ttl(&mut |f, _, ttl| {
+                    if let (Some(at), true) = (ttl, res.is_ok()) {
+                        let at = format_i64(at, &mut num);
+                        res = resp_command(
+                            out,
+                            &mut r.head,
+                            &[b"HPEXPIREAT", key, at, b"FIELDS", b"1", f],
+                            &[],
+                            0,
+                        );
+                    }
+                });
+            }
             (h.len(), Some(Coll::Hash))
         }
     };

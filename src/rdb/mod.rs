@@ -139,7 +139,9 @@ impl std::fmt::Debug for Crc64 {
 
 /// Versions the encoder writes. The reader accepts 1 ..= 12 (and Valkey's 80).
 pub const MIN_WRITE_VERSION: u8 = 9;
-pub const MAX_WRITE_VERSION: u8 = 11;
+pub const MAX_WRITE_VERSION: u8 = 12;
+/// `VALKEY080`'s version: Valkey 9's files (written when asked for version 80).
+pub const VALKEY_VERSION: u8 = 80;
 
 pub mod types {
     pub const STRING: u8 = 0;

@@ -211,7 +211,13 @@ enum Each<'f> {
 trait Drain {
     fn hint(&self) -> usize;
     fn drain(&mut self, each: Each<'_>) -> Result<()>;
+    /// Fields with an expiry (hashes only).
+    fn field_ttls(&self) -> u64;
+    /// A hash's (field, value, expiry) triples.
+    fn drain_ttl(&mut self, f: &mut HashTtlFn<'_>) -> Result<()>;
 }
+
+type HashTtlFn<'f> = dyn FnMut(&[u8], &[u8], Option<i64>) -> VisitResult + 'f;
 
 /// What a file announces is capped for reservations: a damaged file cannot make the
 /// visitor reserve more than this many elements up front.
@@ -247,9 +253,28 @@ view!(
     LoadZSet, ZSet, (m: &[u8], s: f64)
 );
 view!(
-    /// A hash's (field, value) pairs, streaming.
+    /// A hash's (field, value) pairs, streaming; with [`for_each_ttl`](Self::for_each_ttl),
+    /// also each field's expiry (Redis ≥ 7.4 and Valkey ≥ 9 hash field expiry).
     LoadHash, Hash, (f: &[u8], v: &[u8])
 );
+
+impl LoadHash<'_> {
+    /// How many fields carry an expiry (0 for hashes without field expiry). A hash that
+    /// has some must be read with [`for_each_ttl`](Self::for_each_ttl): `for_each` then
+    /// fails rather than lose them.
+    pub fn field_ttls(&self) -> u64 {
+        self.0.field_ttls()
+    }
+
+    /// Streams every field with its value and its expiry (unix milliseconds; `None`:
+    /// none), consuming the view.
+    pub fn for_each_ttl(
+        self,
+        mut f: impl FnMut(&[u8], &[u8], Option<i64>) -> VisitResult,
+    ) -> Result<()> {
+        self.0.drain_ttl(&mut f)
+    }
+}
 
 type EntryFn<'f> = dyn FnMut(StreamId, &[&[u8]]) -> VisitResult + 'f;
 
@@ -437,6 +462,11 @@ struct Cursor<'a, 'r> {
     left: u64,
     hint: u64,
     owned: crate::keyspace::FieldValues,
+    /// The expiries of `owned`'s fields (hashes with field expiry), and how many have one.
+    owned_ttl: Vec<Option<i64>>,
+    field_ttls: u64,
+    /// Where the value with field expiry starts (for the error that refuses to drop them).
+    ttl_at: u64,
     /// Stream offset of the blob's data (for errors inside it).
     blob_at: u64,
     elements: u64,
@@ -444,6 +474,9 @@ struct Cursor<'a, 'r> {
     /// An error found while the visitor read the value (it may have swallowed it).
     failed: Option<String>,
 }
+
+/// The latest field expiry Redis accepts (its `EB_EXPIRE_TIME_MAX`, 2^48 − 1 ms).
+pub(crate) const EXPIRE_TIME_MAX: u64 = (1 << 48) - 1;
 
 /// Stops a parser's callback with the visitor's error, which is kept aside.
 const STOPPED: &str = "\0stopped";
@@ -461,11 +494,42 @@ impl Drain for Cursor<'_, '_> {
     }
 
     fn drain(&mut self, each: Each<'_>) -> Result<()> {
+        self.guarded(|c, stopped| c.drain_inner(each, stopped))
+    }
+
+    fn field_ttls(&self) -> u64 {
+        self.field_ttls
+    }
+
+    fn drain_ttl(&mut self, f: &mut HashTtlFn<'_>) -> Result<()> {
+        if self.shape != Shape::Owned {
+            return self.drain(Each::Hash(&mut |k, v| f(k, v, None)));
+        }
+        self.guarded(|c, stopped| {
+            let ttls = std::mem::take(&mut c.owned_ttl);
+            for ((k, v), t) in std::mem::take(&mut c.owned).into_iter().zip(ttls) {
+                match f(&k, &v, t) {
+                    Ok(()) => c.elements += 1,
+                    Err(e) => {
+                        *stopped = Some(e);
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Cursor<'_, '_> {
+    /// Runs a drain once, keeping the visitor's error aside and remembering a failure
+    /// (the visitor may swallow it; the load still stops).
+    fn guarded(&mut self, body: impl FnOnce(&mut Self, &mut Stopped) -> Result<()>) -> Result<()> {
         // The views' `for_each` consumes them, and the reader drains only an unread value.
         debug_assert!(!self.drained, "a value drained twice");
         self.drained = true;
         let mut stopped = None;
-        let r = self.drain_inner(each, &mut stopped);
+        let r = body(self, &mut stopped);
         if let Some(e) = stopped {
             let e = Error::Rejected {
                 offset: 0,
@@ -538,6 +602,15 @@ impl Cursor<'_, '_> {
                 let Each::Hash(f) = &mut each else {
                     unreachable!("owned pairs are hashes")
                 };
+                if self.field_ttls > 0 {
+                    return Err(Error::Unsupported {
+                        offset: self.ttl_at,
+                        what: format!(
+                            "hash with {} field TTL(s) read without them (LoadHash::for_each_ttl keeps them)",
+                            self.field_ttls
+                        ),
+                    });
+                }
                 for (k, v) in std::mem::take(&mut self.owned) {
                     emit!(f(&k, &v));
                 }
@@ -734,7 +807,7 @@ fn drain_unread(c: &mut Cursor<'_, '_>) -> Result<()> {
         | types::HASH_METADATA
         | types::HASH_METADATA_PRE_GA
         | types::HASH_LISTPACK_EX
-        | types::HASH_LISTPACK_EX_PRE_GA => c.drain(Each::Hash(&mut |_, _| Ok(()))),
+        | types::HASH_LISTPACK_EX_PRE_GA => c.drain_ttl(&mut |_, _, _| Ok(())),
         _ => c.drain(Each::Seq(&mut |_| Ok(()))),
     }
 }
@@ -989,6 +1062,9 @@ impl Reader<'_, '_> {
             left,
             hint,
             owned: Vec::new(),
+            owned_ttl: Vec::new(),
+            field_ttls: 0,
+            ttl_at: 0,
             blob_at,
             elements: 0,
             drained: false,
@@ -1029,14 +1105,8 @@ impl Reader<'_, '_> {
                 !found
             }
             Shape::Owned => {
-                let with_ttl = c.owned_pairs(ty, at, valkey)?;
-                if with_ttl > 0 {
-                    if !self.opts.skip_unsupported {
-                        return Err(field_ttls_error(entry_at, with_ttl));
-                    }
-                    self.report.values_skipped += 1;
-                    return Ok(Some((0, false)));
-                }
+                c.field_ttls = c.owned_pairs(ty, at, valkey)?;
+                c.ttl_at = entry_at;
                 c.hint = c.owned.len() as u64;
                 c.owned.is_empty()
             }
@@ -1377,6 +1447,7 @@ impl Cursor<'_, '_> {
         let io = &mut *self.io;
         let mut with_ttl = 0u64;
         let mut v: crate::keyspace::FieldValues = Vec::new();
+        let mut ttls: Vec<Option<i64>> = Vec::new();
         let boxed = |b: &[u8]| -> Result<Box<[u8]>> {
             let mut x = Vec::new();
             if x.try_reserve_exact(b.len()).is_err() {
@@ -1391,7 +1462,10 @@ impl Cursor<'_, '_> {
                 let mut err = None;
                 ziplist::parse_zipmap(&io.blob, |f, x| {
                     match (boxed(f), boxed(x)) {
-                        (Ok(f), Ok(x)) => v.push((f, x)),
+                        (Ok(f), Ok(x)) => {
+                            v.push((f, x));
+                            ttls.push(None);
+                        }
                         (Err(e), _) | (_, Err(e)) => err = Some(e),
                     }
                     Ok(())
@@ -1408,21 +1482,43 @@ impl Cursor<'_, '_> {
                 for _ in 0..n {
                     io.src.string_into("hash field", &mut io.field)?;
                     let x = boxed(io.src.string("hash value", &mut io.val)?)?;
+                    let ttl_at = io.src.offset();
                     let ttl = i64::from_le_bytes(io.src.fixed("hash field expiry")?);
+                    if ttl != -1 && !(1..=EXPIRE_TIME_MAX as i64).contains(&ttl) {
+                        return io.src.corrupt(ttl_at, format!("hash field expiry {ttl} out of range"));
+                    }
                     with_ttl += u64::from(ttl != -1);
+                    ttls.push((ttl != -1).then_some(ttl));
                     v.push((boxed(&io.field)?, x));
                 }
             }
             types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
                 // Redis 7.4 hashes with field expiry: [minExpire u64 LE (GA only)], count,
                 // then (TTL length, field, value); GA TTLs are minExpire-relative + 1.
-                if ty == types::HASH_METADATA {
-                    io.src.fixed::<8>("hash minExpire")?;
-                }
+                let min = if ty == types::HASH_METADATA {
+                    u64::from_le_bytes(io.src.fixed::<8>("hash minExpire")?)
+                } else {
+                    1
+                };
                 let n = io.src.len("hash size")?;
                 for _ in 0..n {
                     // GA: expireAt = ttl + minExpire - 1; PRE_GA: absolute; 0: no TTL.
-                    with_ttl += u64::from(io.src.len("hash field TTL")? != 0);
+                    let ttl_at = io.src.offset();
+                    let ttl = io.src.len("hash field TTL")?;
+                    let at = match ttl {
+                        0 => None,
+                        t => match t.checked_add(min).and_then(|x| x.checked_sub(1)) {
+                            Some(x) if x <= EXPIRE_TIME_MAX => Some(x as i64),
+                            _ => {
+                                return io.src.corrupt(
+                                    ttl_at,
+                                    format!("hash field TTL {t} (minExpire {min}) out of range"),
+                                )
+                            }
+                        },
+                    };
+                    with_ttl += u64::from(at.is_some());
+                    ttls.push(at);
                     io.src.string_into("hash field", &mut io.field)?;
                     let x = io.src.string("hash value", &mut io.val)?;
                     let x = boxed(x)?;
@@ -1454,10 +1550,16 @@ impl Cursor<'_, '_> {
                 let mut it = flat.into_iter();
                 while let (Some(f), Some(x), Some(t)) = (it.next(), it.next(), it.next()) {
                     match super::num::canonical_i64(&t) {
-                        Some(0) => {}
-                        Some(_) => with_ttl += 1,
-                        None => {
-                            return Err(Error::corrupt(at, "hash field TTL is not an integer"))
+                        Some(0) => ttls.push(None),
+                        Some(x) if (1..=EXPIRE_TIME_MAX as i64).contains(&x) => {
+                            with_ttl += 1;
+                            ttls.push(Some(x));
+                        }
+                        _ => {
+                            return Err(Error::corrupt(
+                                at,
+                                format!("hash field TTL {:?} is not a time", String::from_utf8_lossy(&t)),
+                            ))
                         }
                     }
                     v.push((f, x));
@@ -1465,16 +1567,8 @@ impl Cursor<'_, '_> {
             }
         }
         self.owned = v;
+        self.owned_ttl = ttls;
         Ok(with_ttl)
-    }
-}
-
-fn field_ttls_error(at: u64, n: u64) -> Error {
-    Error::Unsupported {
-        offset: at,
-        what: format!(
-            "hash with {n} field TTL(s) (hash field expiry) cannot be loaded without losing them (ask to skip such keys)"
-        ),
     }
 }
 
@@ -1607,7 +1701,7 @@ impl LoadVisitor for Validator {
                 self.check("sorted set member")
             }
             LoadValue::Hash(x) => {
-                x.for_each(|f, _| {
+                x.for_each_ttl(|f, _, _| {
                     self.hashes.push(h(f));
                     Ok(())
                 })?;
@@ -1690,36 +1784,34 @@ mod tests {
     }
 
     #[test]
-    fn hash_field_ttls_are_refused_or_skipped_never_dropped() {
-        for (ty, val) in [
-            (types::HASH_METADATA, metadata_hash(5)),
-            (types::HASH_LISTPACK_EX, listpack_ex(1_900_000_000_500)),
+    fn hash_field_ttls_load_with_the_fields_and_are_never_dropped() {
+        /// A visitor that reads hashes without their TTLs.
+        struct Plain;
+        impl LoadVisitor for Plain {
+            fn key(&mut self, _: u32, _: &[u8], _: Option<i64>, v: LoadValue<'_>) -> VisitResult {
+                match v {
+                    LoadValue::Hash(h) => Ok(h.for_each(|_, _| Ok(()))?),
+                    _ => Ok(()),
+                }
+            }
+        }
+        for (ty, val, at) in [
+            (types::HASH_METADATA, metadata_hash(5), 1_900_000_000_004),
+            (types::HASH_LISTPACK_EX, listpack_ex(1_900_000_000_500), 1_900_000_000_500),
         ] {
             let f = file(&[(ty, b"h", val), (types::STRING, b"after", s(b"x"))]);
-            match load(&f, &LoadOptions::default()) {
+            let (ks, r) = load(&f, &LoadOptions::default()).unwrap();
+            assert_eq!(r.values_skipped, 0);
+            let want = MemValue::hash_ttl([("a", "1", None), ("b", "2", Some(at))]).unwrap();
+            assert_eq!(ks.db(0).unwrap().get(b"h").unwrap().0, &want, "type {ty}");
+            assert!(ks.db(0).unwrap().get(b"after").is_some());
+            match load_into(&f[..], &LoadOptions::default(), &mut Plain) {
                 Err(Error::Unsupported { offset, what }) => {
                     assert_eq!(offset, 11, "type {ty}");
-                    assert!(what.contains("field TTL"), "{what}");
+                    assert!(what.contains("1 field TTL(s) read without them"), "{what}");
                 }
-                other => panic!(
-                    "type {ty}: expected Unsupported, got {:?}",
-                    other.map(|(_, r)| r)
-                ),
+                other => panic!("type {ty}: read without its TTLs: {other:?}"),
             }
-            let (ks, r) = load(
-                &f,
-                &LoadOptions {
-                    skip_unsupported: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            assert_eq!(r.values_skipped, 1);
-            assert!(ks.db(0).unwrap().get(b"h").is_none());
-            assert!(
-                ks.db(0).unwrap().get(b"after").is_some(),
-                "type {ty}: the key after must load"
-            );
         }
     }
 

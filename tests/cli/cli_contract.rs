@@ -193,7 +193,7 @@ fn convert_never_replaces_the_target_with_a_bad_result() {
     let o = forksnap(&[&"convert", &bad, &target]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-    let o = forksnap(&[&"convert", &p, &target, &"--rdb-version", &"12"]);
+    let o = forksnap(&[&"convert", &p, &target, &"--rdb-version", &"13"]);
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
     let leftovers = common::temp_files(dir.path());
@@ -363,36 +363,88 @@ fn convert_names_what_the_user_typed() {
     assert!(!se.contains("temp-"), "{se}");
 }
 
-/// A hash whose fields carry TTLs (Valkey 9.1) makes convert refuse the file with the
-/// flag that would drop it named; with the flag it converts and says what it dropped.
+/// A module value (Redis 8.2's vector set) makes convert refuse the file with the flag
+/// that would drop it named; with the flag it converts and says what it dropped.
 #[test]
 fn convert_names_skip_unsupported_when_it_is_needed() {
-    let Some(mut s) = common::Server::start(common::Kind::Valkey91) else {
+    let Some(mut s) = common::Server::start(common::Kind::Redis82) else {
         return;
     };
     s.conn().ok(&[b"SET", b"plain", b"1"]);
+    assert_eq!(
+        s.conn()
+            .cmd(&[b"VADD", b"vs", b"VALUES", b"3", b"0.1", b"0.2", b"0.3", b"a"]),
+        common::Reply::Int(1)
+    );
+    let rdb = s.save_file();
+    let dir = tempfile::tempdir().unwrap();
+    let p = common::write_temp(dir.path(), "module.rdb", &rdb);
+    let out = dir.path().join("out.rdb");
+    let o = forksnap(&[&"convert", &p, &out]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        se.contains("module value") && se.contains("--skip-unsupported"),
+        "{se}"
+    );
+    assert!(!out.exists());
+    let o = forksnap(&[&"convert", &p, &out, &"--skip-unsupported"]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    assert!(
+        so.contains("1 keys") && so.contains("dropped 1 module values"),
+        "{so}"
+    );
+}
+
+/// A hash whose fields carry TTLs (Valkey 9.1): convert keeps them at `--rdb-version 80`,
+/// refuses a version that cannot hold them (naming the ways out, replacing nothing), and
+/// drops them only when asked, saying so.
+#[test]
+fn convert_keeps_field_ttls_or_says_how() {
+    let Some(mut s) = common::Server::start(common::Kind::Valkey91) else {
+        return;
+    };
     s.conn().cmd(&[b"HSET", b"h", b"f", b"v", b"g", b"w"]);
     assert_eq!(
         s.conn()
-            .cmd(&[b"HEXPIRE", b"h", b"1000", b"FIELDS", b"1", b"f"]),
+            .cmd(&[b"HPEXPIREAT", b"h", b"4000000000000", b"FIELDS", b"1", b"f"]),
         common::Reply::Array(Some(vec![common::Reply::Int(1)]))
     );
     let rdb = s.save_file();
+    drop(s);
     let dir = tempfile::tempdir().unwrap();
     let p = common::write_temp(dir.path(), "ttl.rdb", &rdb);
     let out = dir.path().join("out.rdb");
     let o = forksnap(&[&"convert", &p, &out]);
     let (_, se) = text(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(se.contains("--skip-unsupported"), "{se}");
+    assert!(
+        se.contains("RDB 11 cannot hold")
+            && se.contains("--rdb-version 12")
+            && se.contains("--drop-field-ttls"),
+        "{se}"
+    );
     assert!(!out.exists());
-    let o = forksnap(&[&"convert", &p, &out, &"--skip-unsupported"]);
+    let o = forksnap(&[&"convert", &p, &out, &"--rdb-version", &"80"]);
     let (so, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{se}");
-    assert!(
-        so.contains("1 keys") && so.contains("dropped 1 module values or field-TTL hashes"),
-        "{so}"
+    assert!(so.contains("1 keys") && !so.contains("dropped"), "{so}");
+    let mut back =
+        common::Server::start_with(common::Kind::Valkey91, Some(&std::fs::read(&out).unwrap()))
+            .unwrap();
+    assert_eq!(
+        back.conn()
+            .cmd(&[b"HPEXPIRETIME", b"h", b"FIELDS", b"2", b"f", b"g"]),
+        common::Reply::Array(Some(vec![
+            common::Reply::Int(4_000_000_000_000),
+            common::Reply::Int(-1)
+        ]))
     );
+    let o = forksnap(&[&"convert", &p, &out, &"--drop-field-ttls"]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    assert!(so.contains("dropped the field TTLs of 1 hashes"), "{so}");
 }
 
 /// convert carries a stream with its consumer group (it used to need --skip-unsupported).

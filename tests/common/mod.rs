@@ -19,6 +19,9 @@ pub enum Kind {
     Redis62,
     Redis70,
     Valkey91,
+    /// Redis 8.2 (hash field expiry, vector sets); not in `ALL`: the tests of what only
+    /// it has use it.
+    Redis82,
     /// examples/kvserver, the reference server (built with the tests).
     KvServer,
 }
@@ -30,6 +33,7 @@ impl Kind {
     pub fn versions(self) -> &'static [u8] {
         match self {
             Kind::Redis62 => &[9],
+            Kind::Redis82 => &[9, 10, 11, 12],
             Kind::Redis70 => &[9, 10],
             Kind::Valkey91 | Kind::KvServer => &[9, 10, 11],
         }
@@ -38,6 +42,7 @@ impl Kind {
     fn env_var(self) -> &'static str {
         match self {
             Kind::Redis62 => "FORKSNAP_REDIS62",
+            Kind::Redis82 => "FORKSNAP_REDIS82",
             Kind::Redis70 => "FORKSNAP_REDIS70",
             Kind::Valkey91 => "FORKSNAP_VALKEY91",
             Kind::KvServer => "FORKSNAP_KVSERVER",
@@ -483,6 +488,27 @@ pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
                         cmds.push(cmd);
                     }
                 }
+                MemValue::HashTtl(h) => {
+                    let mut cmd = vec![b"HSET".to_vec(), k.clone()];
+                    for (f, v, _) in h {
+                        cmd.push(f.to_vec());
+                        cmd.push(v.to_vec());
+                    }
+                    cmds.push(cmd);
+                    for (f, _, t) in h {
+                        if let Some(t) = t {
+                            let at = t.to_string().into_bytes();
+                            cmds.push(vec![
+                                b"HPEXPIREAT".to_vec(),
+                                k.clone(),
+                                at,
+                                b"FIELDS".to_vec(),
+                                b"1".to_vec(),
+                                f.to_vec(),
+                            ]);
+                        }
+                    }
+                }
                 MemValue::Stream(x) => {
                     // Entries and the last ID; groups need the stream tests' commands.
                     for (id, elems) in x.entries() {
@@ -585,6 +611,13 @@ fn same_value(a: &MemValue, b: &MemValue) -> bool {
             key(x) == key(y)
         }
         (MemValue::Stream(x), MemValue::Stream(y)) => x == y,
+        (MemValue::HashTtl(x), MemValue::HashTtl(y)) => {
+            let mut x = x.clone();
+            let mut y = y.clone();
+            x.sort();
+            y.sort();
+            x == y
+        }
         _ => false,
     }
 }

@@ -13,6 +13,7 @@ mod cow_budget_aborts;
 mod digest_matches_servers;
 mod direct_io_default;
 mod encode_decode_roundtrip;
+mod field_ttls_round_trip;
 mod fork_contract;
 mod fork_snapshot_matches_debug_populate;
 mod functions_round_trip;

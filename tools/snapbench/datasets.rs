@@ -438,6 +438,22 @@ impl<W: Write> Target for Commands<W> {
                     self.cmd(&a);
                 }
             }
+            MemValue::HashTtl(items) => {
+                for part in items.chunks(BATCH) {
+                    let mut a: Vec<&[u8]> = vec![b"HSET", &key];
+                    for (f, v, _) in part {
+                        a.push(f);
+                        a.push(v);
+                    }
+                    self.cmd(&a);
+                }
+                for (f, _, ttl) in items {
+                    if let Some(at) = ttl {
+                        let at = at.to_string();
+                        self.cmd(&[b"HPEXPIREAT", &key, at.as_bytes(), b"FIELDS", b"1", f]);
+                    }
+                }
+            }
             MemValue::Stream(x) => {
                 // Entries only: the datasets make no consumer groups.
                 for (id, elems) in x.entries() {

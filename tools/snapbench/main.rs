@@ -48,7 +48,7 @@ struct Cli {
     values: Option<Values>,
     #[arg(long, value_enum)]
     format: Option<Fmt>,
-    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u8).range(9..=11))]
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u8).range(9..=12))]
     rdb_version: u8,
     /// The write backend: `default` (the library's choice, nothing set), or `auto`,
     /// `uring`, `pwrite` with `--direct` as given; unset: the default and the explicit
