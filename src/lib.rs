@@ -46,8 +46,8 @@ pub use fork::{
 pub use keyspace::{
     dataset_digest, format_score, prefetch, value_digest, BuildError, DbInfo, Digest, Entry,
     FieldValueTtls, FieldValues, HashView, Keyspace, MemDb, MemKeyspace, MemStream, MemValue,
-    Partitioned, PendingEntry, SeqView, StreamConsumer, StreamEntry, StreamGroup, StreamId,
-    StreamMeta, StreamView, Value, ZSetView,
+    ModuleAux, ModuleItem, ModuleValue, Partitioned, PendingEntry, SeqView, StreamConsumer,
+    StreamEntry, StreamGroup, StreamId, StreamMeta, StreamView, Value, ZSetView,
 };
 #[cfg(target_os = "linux")]
 pub use pressure::{CowFigures, CowSampling};

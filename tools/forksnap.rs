@@ -65,7 +65,8 @@ enum Cmd {
         rdb_version: u8,
         #[arg(long, value_enum, default_value_t = Compression::Lzf)]
         compression: Compression,
-        /// Drop module values instead of refusing the file.
+        /// Drop module values and module data outside the keyspace (MODULE_AUX), for a
+        /// server that lacks the modules.
         #[arg(long)]
         skip_unsupported: bool,
         /// Write hashes with field TTLs without the TTLs at versions 9 to 11 instead of
@@ -193,26 +194,12 @@ fn loads_in(magic: &str, version: u32) -> Option<&'static str> {
 
 fn verify(file: &Path) -> Result<(), String> {
     let mut check = Validator::default();
-    let report = load_into(
-        open(file)?,
-        &LoadOptions {
-            skip_unsupported: true,
-            ..Default::default()
-        },
-        &mut check,
-    )
-    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let report = load_into(open(file)?, &LoadOptions::default(), &mut check)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let suspects = check.finish();
     if !suspects.is_empty() {
-        let again = repeated_key(
-            open(file)?,
-            &LoadOptions {
-                skip_unsupported: true,
-                ..Default::default()
-            },
-            &suspects,
-        )
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+        let again = repeated_key(open(file)?, &LoadOptions::default(), &suspects)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
         if let Some((db, key)) = again {
             return Err(format!(
                 "{}: key {:?} appears twice in database {db} (Redis refuses such a file)",
@@ -228,10 +215,6 @@ fn verify(file: &Path) -> Result<(), String> {
     } else {
         "no checksum stored".to_string()
     };
-    let skipped = match report.values_skipped {
-        0 => String::new(),
-        n => format!(", {n} module values not loadable here"),
-    };
     let header = format!("{}{:04}", report.magic, report.version);
     let servers = loads_in(report.magic, report.version).unwrap_or("no known server");
     let loads = if report.lz4_framed {
@@ -240,7 +223,7 @@ fn verify(file: &Path) -> Result<(), String> {
         format!("loads in {servers}")
     };
     out(&format!(
-        "ok: {} {header} ({}), keys {} [{}]{skipped}, {crc}; {loads}",
+        "ok: {} {header} ({}), keys {} [{}], {crc}; {loads}",
         file.display(),
         if report.lz4_framed {
             "LZ4 frame"
@@ -358,16 +341,8 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
             largest.truncate(top);
         }
     };
-    let report = load_observed(
-        input,
-        &LoadOptions {
-            skip_unsupported: true,
-            ..Default::default()
-        },
-        &mut Nothing,
-        &mut record,
-    )
-    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let report = load_observed(input, &LoadOptions::default(), &mut Nothing, &mut record)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     if json {
         let mut bytes_per_type: BTreeMap<&str, u64> = BTreeMap::new();
         for ((t, _), (_, _, b)) in &per_enc {
@@ -447,10 +422,10 @@ fn inspect(file: &Path, json: bool, top: usize) -> Result<(), String> {
     if report.functions > 0 {
         out(&format!("function libraries: {}", report.functions));
     }
-    if report.values_skipped > 0 {
+    if report.module_aux > 0 {
         out(&format!(
-            "not loadable: {} module values",
-            report.values_skipped
+            "module data outside the keyspace (MODULE_AUX records): {}",
+            report.module_aux
         ));
     }
     Ok(())
@@ -537,10 +512,10 @@ fn convert(
         ));
     }
     if report.values_skipped > 0 {
-        dropped.push(format!(
-            "{} module values or field-TTL hashes",
-            report.values_skipped
-        ));
+        dropped.push(format!("{} module values", report.values_skipped));
+    }
+    if report.module_aux_skipped > 0 {
+        dropped.push(format!("{} MODULE_AUX records", report.module_aux_skipped));
     }
     let empty = report.empty_skipped + r.summary.skipped_empty;
     if empty > 0 {

@@ -26,7 +26,8 @@ for fmt in rdb rdb-lzf lz4; do
 done
 # Files written by the servers themselves (tools/setup.sh installs them; a server that is
 # missing leaves its seed out): streams with deletions, a consumer group and pending
-# entries (Redis 7.0), hashes with field TTLs (Redis 8.2: RDB 12 types 24 and 25).
+# entries (Redis 7.0), hashes with field TTLs (Redis 8.2: RDB 12 types 24 and 25) and a
+# vector set (a module value).
 seed() { # NAME SERVER-BINARY, commands on stdin
   local out="$corpus/reader/$1.rdb" d pid
   [ -s "$out" ] || [ ! -x "$2" ] || ! command -v redis-cli >/dev/null && { cat >/dev/null; return; }
@@ -55,7 +56,8 @@ redis82=$(sed -n 's/^export FORKSNAP_REDIS82=//p' target/servers.env 2>/dev/null
   echo "HPEXPIREAT small 4000000000000 FIELDS 2 a c"
   for i in $(seq 1 200); do echo "HSET large f$i v$i"; done
   echo "HPEXPIREAT large 4000000000001 FIELDS 2 f7 f9"
-} | seed field-ttls-redis82 "${redis82:-/nonexistent}"
+  for i in $(seq 1 20); do echo "VADD vs VALUES 3 0.$i 0.5 1 e$i"; done
+} | seed field-ttls-vectors-redis82 "${redis82:-/nonexistent}"
 cp "$corpus"/reader/mixed-lz4-*.rdb "$corpus/lz4_frame/" 2>/dev/null || true
 for target in reader lz4_frame; do
   echo "fuzz: $target for $SECONDS_EACH s"

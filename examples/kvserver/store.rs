@@ -510,6 +510,11 @@ impl LoadVisitor for Loader {
             }
             // Refused rather than dropped: the next save would lose it.
             LoadValue::Stream(_) => return Err("this server has no streams (no XADD)".into()),
+            LoadValue::Module(m) => {
+                return Err(
+                    format!("this server has no modules ({:?} value)", m.type_name()).into(),
+                )
+            }
         };
         // Redis (as a master) does not load keys that have already expired.
         if expire.is_some_and(|t| t <= self.now) {

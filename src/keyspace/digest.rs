@@ -13,7 +13,8 @@
 //! - the dataset's digest mixes each non-empty database's index (big-endian `u32`), then
 //!   xors (as above: the SHA-1 of) each key's `mix(mix(0, key) …value…)`. No keys at all gives 20 zero bytes.
 //!
-//! Values the snapshot cannot encode ([`Value::Unsupported`]) contribute their key only.
+//! Module values (their digest is the module's) and values the snapshot cannot encode
+//! ([`Value::Unsupported`]) contribute their key only.
 
 use super::{Entry, Keyspace, Value};
 use std::fmt;
@@ -99,7 +100,8 @@ fn value_into(d: &mut [u8; 20], value: &Value<'_>, expire_ms: Option<i64>) {
         Value::ZSet(_) => 3,
         Value::Hash(_) => 4,
         Value::Stream(_) => 6,
-        Value::Unsupported(_) => return,
+        // Only the module knows its digest (Redis asks its digest callback).
+        Value::Module(_) | Value::Unsupported(_) => return,
     };
     mix(d, &code.to_be_bytes());
     match value {
@@ -135,7 +137,7 @@ fn value_into(d: &mut [u8; 20], value: &Value<'_>, expire_ms: Option<i64>) {
                 fields.for_each(&mut |e| mix(d, e));
             })
         }
-        Value::Unsupported(_) => {}
+        Value::Module(_) | Value::Unsupported(_) => {}
     }
     if expire_ms.is_some() {
         xor(d, b"!!expire!!");

@@ -9,7 +9,7 @@
 //! rehashes from them (recomputing xxh3 from each key had cost a quarter of a 10M-key
 //! load, in cache misses), and a probe compares them before it touches a key.
 
-use super::{DbInfo, Entry, Keyspace, MemStream, Value};
+use super::{DbInfo, Entry, Keyspace, MemStream, ModuleAux, ModuleValue, Value};
 use hashbrown::HashTable;
 use std::ops::ControlFlow;
 use xxhash_rust::xxh3::xxh3_64;
@@ -45,6 +45,8 @@ pub enum MemValue {
     Hash(FieldValues),
     /// A hash some of whose fields expire (`HEXPIRE`); fields unique.
     HashTtl(FieldValueTtls),
+    /// A module type's value, carried without the module.
+    Module(Box<ModuleValue>),
     /// A stream (boxed: it is larger than the other values).
     Stream(Box<MemStream>),
 }
@@ -157,6 +159,7 @@ impl MemValue {
             MemValue::Hash(h) => Value::Hash(h),
             MemValue::HashTtl(h) => Value::Hash(h),
             MemValue::Stream(x) => Value::Stream(&**x),
+            MemValue::Module(m) => Value::Module(m),
         }
     }
 
@@ -169,6 +172,7 @@ impl MemValue {
             MemValue::Hash(h) => h.len(),
             MemValue::HashTtl(h) => h.len(),
             MemValue::Stream(x) => x.entries().len(),
+            MemValue::Module(_) => 1,
         }
     }
 
@@ -228,6 +232,7 @@ impl Slot {
             MemValue::Hash(v) => prefetch(v.as_ptr()),
             MemValue::HashTtl(v) => prefetch(v.as_ptr()),
             MemValue::Stream(v) => prefetch(&**v),
+            MemValue::Module(v) => prefetch(&**v),
         }
     }
 }
@@ -438,6 +443,8 @@ pub struct MemKeyspace {
     dbs: Vec<MemDb>,
     /// Function libraries' code, in the order loaded.
     functions: Vec<Box<[u8]>>,
+    /// MODULE_AUX records, in the order loaded.
+    module_aux: Vec<ModuleAux>,
 }
 
 impl MemKeyspace {
@@ -454,6 +461,17 @@ impl MemKeyspace {
     /// The function libraries' code, in the order added or loaded.
     pub fn functions(&self) -> impl Iterator<Item = &[u8]> {
         self.functions.iter().map(|f| &f[..])
+    }
+
+    /// Adds a MODULE_AUX record (written with the keyspace, before or after its
+    /// databases by its `when`).
+    pub fn add_module_aux(&mut self, aux: ModuleAux) {
+        self.module_aux.push(aux);
+    }
+
+    /// The MODULE_AUX records, in the order added or loaded.
+    pub fn module_aux_records(&self) -> &[ModuleAux] {
+        &self.module_aux
     }
 
     /// Database `index`, created if absent.
@@ -560,6 +578,10 @@ impl Keyspace for MemKeyspace {
     fn functions(&self, visit: &mut dyn FnMut(&[u8])) {
         self.functions.iter().for_each(|f| visit(f));
     }
+
+    fn module_aux(&self, visit: &mut dyn FnMut(&ModuleAux)) {
+        self.module_aux.iter().for_each(visit);
+    }
 }
 
 /// Keys per part of a [`MemKeyspace`] database: 10M keys make 611 parts, so threads that
@@ -645,6 +667,11 @@ impl crate::rdb::LoadVisitor for MemKeyspace {
         Ok(())
     }
 
+    fn module_aux(&mut self, aux: &ModuleAux) -> crate::rdb::VisitResult {
+        self.add_module_aux(aux.clone());
+        Ok(())
+    }
+
     fn begin_db(&mut self, db: DbInfo) -> crate::rdb::VisitResult {
         // The file's hint is believed only as far as the keys loaded justify: 1024 keys
         // up front, then (in `key`) growth to at most four times the keys loaded, up to
@@ -706,6 +733,7 @@ impl crate::rdb::LoadVisitor for MemKeyspace {
                 check_unique(v.iter().map(|(f, _)| &f[..]))?;
                 MemValue::Hash(v)
             }
+            L::Module(m) => MemValue::Module(Box::new(m.clone())),
             L::Stream(x) => {
                 let mut entries = Vec::new();
                 let (meta, groups) = x.for_each(|id, elems| {

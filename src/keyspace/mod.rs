@@ -13,6 +13,7 @@
 
 mod digest;
 mod mem;
+mod module;
 mod stream;
 
 pub use digest::{dataset_digest, format_score, value_digest, Digest};
@@ -22,6 +23,7 @@ pub use stream::{
     StreamView,
 };
 pub(crate) use stream::{check_group, check_groups, check_tail};
+pub use module::{ModuleAux, ModuleItem, ModuleValue};
 
 use std::ops::ControlFlow;
 
@@ -90,7 +92,9 @@ pub enum Value<'a> {
     Hash(&'a dyn HashView),
     /// A stream: entries, metadata and consumer groups.
     Stream(&'a dyn StreamView),
-    /// A value the snapshot cannot encode (a module type). It is skipped and counted.
+    /// A module type's value, carried as its items (see [`ModuleValue`]).
+    Module(&'a ModuleValue),
+    /// A value the snapshot cannot encode. It is skipped and counted.
     Unsupported(&'static str),
 }
 
@@ -104,6 +108,7 @@ impl Value<'_> {
             Value::ZSet(_) => "zset",
             Value::Hash(_) => "hash",
             Value::Stream(_) => "stream",
+            Value::Module(_) => "module",
             Value::Unsupported(kind) => kind,
         }
     }
@@ -229,6 +234,13 @@ pub trait Keyspace {
     /// database. Default: none. RDB 9 cannot hold them: a snapshot at version 9 of a
     /// keyspace that has any fails instead of dropping them.
     fn functions(&self, visit: &mut dyn FnMut(&[u8])) {
+        let _ = visit;
+    }
+
+    /// Calls `visit` with each MODULE_AUX record to write (module data outside the
+    /// keyspace, kept from a loaded file): those with `when` 1 before the first
+    /// database, the others after the last. Default: none.
+    fn module_aux(&self, visit: &mut dyn FnMut(&ModuleAux)) {
         let _ = visit;
     }
 }

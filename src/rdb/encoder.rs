@@ -21,13 +21,14 @@ use super::listpack::{self, LpWriter};
 use super::num::{canonical_i64, format_i64, score_text, ScoreText};
 use super::uniq::{Rewalk, Uniq};
 use super::{intset, limits, lzf, opcodes, types, Crc64};
+use super::module_ops::{MODULE_DOUBLE, MODULE_EOF, MODULE_FLOAT, MODULE_SINT, MODULE_STRING, MODULE_UINT};
 use super::{MAX_WRITE_VERSION, MIN_WRITE_VERSION, VALKEY_VERSION};
 use crate::aof::resp;
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
 use super::reader::EXPIRE_TIME_MAX;
 use super::stream::{self, NodePlan};
-use crate::keyspace::{check_groups, check_tail, StreamId, StreamView};
+use crate::keyspace::{check_groups, check_tail, ModuleItem, ModuleValue, StreamId, StreamView};
 use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
 use bumpalo::collections::Vec as BVec;
 use bumpalo::Bump;
@@ -598,8 +599,78 @@ impl<S: ChunkSink> Encoder<S> {
             Value::ZSet(z) => self.zset(e, z)?,
             Value::Hash(h) => self.hash(e, h)?,
             Value::Stream(x) => self.stream(e, x)?,
+            Value::Module(m) => {
+                self.header(e, types::MODULE_2)?;
+                self.module_value(m)?;
+            }
         }
         Ok(Outcome::Written)
+    }
+
+    /// A module value's type id and items, then the EOF item (strings as Redis writes
+    /// them: integer-encoded or LZF where that applies).
+    fn module_value(&mut self, m: &ModuleValue) -> Result<()> {
+        self.out.len(m.type_id)?;
+        self.module_items(m)
+    }
+
+    /// A module value's items and the EOF item.
+    fn module_items(&mut self, m: &ModuleValue) -> Result<()> {
+        let (out, arena, lzf) = (&mut self.out, &self.arena, &mut self.lzf);
+        for item in &m.items {
+            match item {
+                ModuleItem::Signed(v) => {
+                    out.len(MODULE_SINT)?;
+                    out.len(*v as u64)?;
+                }
+                ModuleItem::Unsigned(v) => {
+                    out.len(MODULE_UINT)?;
+                    out.len(*v)?;
+                }
+                ModuleItem::Float(bits) => {
+                    out.len(MODULE_FLOAT)?;
+                    out.put(&bits.to_le_bytes())?;
+                }
+                ModuleItem::Double(bits) => {
+                    out.len(MODULE_DOUBLE)?;
+                    out.put(&bits.to_le_bytes())?;
+                }
+                ModuleItem::String(s) => {
+                    out.len(MODULE_STRING)?;
+                    lzf.string(arena, out, s)?;
+                }
+            }
+        }
+        out.len(MODULE_EOF)
+    }
+
+    /// The keyspace's MODULE_AUX records whose `when` is `before` (1: before the first
+    /// database) or not (after the last). A RESP base cannot hold them: an error.
+    pub fn module_aux(&mut self, ks: &dyn Keyspace, before: bool) -> Result<()> {
+        let mut err = None;
+        ks.module_aux(&mut |a| {
+            if err.is_some() || (a.when == 1) != before {
+                return;
+            }
+            if self.resp.is_some() {
+                err = Some(Error::InvalidOption(format!(
+                    "module {:?} has data outside the keyspace (MODULE_AUX), which commands cannot hold: write an RDB",
+                    a.data.type_name()
+                )));
+                return;
+            }
+            let r = self
+                .out
+                .byte(opcodes::MODULE_AUX)
+                .and_then(|()| self.out.len(a.data.type_id))
+                .and_then(|()| self.out.len(MODULE_UINT))
+                .and_then(|()| self.out.len(a.when))
+                .and_then(|()| self.module_items(&a.data));
+            if let Err(e) = r {
+                err = Some(e);
+            }
+        });
+        err.map_or(Ok(()), Err)
     }
 
     /// A stream: its entries in nodes split as Redis splits them (`rdb::stream`), then
@@ -1167,6 +1238,15 @@ fn resp_entry<S: ChunkSink>(out: &mut Out<S>, r: &mut RespScratch, e: &Entry<'_>
             (0, None)
         }
         Value::Unsupported(_) => return Ok(Outcome::SkippedUnsupported),
+        Value::Module(m) => {
+            return Err(bad_value(
+                e,
+                format!(
+                    "it is a {:?} module value, which commands cannot rebuild without the module: write an RDB",
+                    m.type_name()
+                ),
+            ))
+        }
         Value::Stream(x) => {
             resp_stream(out, &mut r.head, e, x)?;
             (0, None)
@@ -1537,6 +1617,7 @@ pub fn encode_with<S: ChunkSink>(
         }
     }
     let mut enc = Encoder::new(sink, chunk, opts)?;
+    enc.module_aux(ks, true)?;
     enc.functions(ks)?;
     let mut keys = 0u64;
     for info in ks.databases() {
@@ -1564,6 +1645,7 @@ pub fn encode_with<S: ChunkSink>(
         // few huge keys has no other; the child's memory probe relies on it).
         progress(&enc, keys);
     }
+    enc.module_aux(ks, false)?;
     enc.finish()
 }
 

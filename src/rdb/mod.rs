@@ -173,6 +173,17 @@ pub mod types {
     pub const HASH_LISTPACK_EX: u8 = 25;
 }
 
+/// The items of a module value or MODULE_AUX record (each introduced by one of these as
+/// a length).
+pub mod module_ops {
+    pub const MODULE_EOF: u64 = 0;
+    pub const MODULE_SINT: u64 = 1;
+    pub const MODULE_UINT: u64 = 2;
+    pub const MODULE_FLOAT: u64 = 3;
+    pub const MODULE_DOUBLE: u64 = 4;
+    pub const MODULE_STRING: u64 = 5;
+}
+
 pub mod opcodes {
     pub const SLOT_INFO: u8 = 0xF4;
     pub const FUNCTION2: u8 = 0xF5;

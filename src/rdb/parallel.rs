@@ -76,6 +76,7 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
 ) -> Result<(S, ChunkBuf, EncodeSummary)> {
     let threads = opts.threads.max(1);
     let mut enc = Encoder::new(sink, chunk, opts)?;
+    enc.module_aux(ks, true)?;
     enc.functions(ks)?;
     let mut keys = 0u64;
     let mut reported = 0u64;
@@ -164,6 +165,7 @@ pub(crate) fn encode_parallel<S: ChunkSink>(
     if keys != reported || keys == 0 {
         progress(&enc, keys);
     }
+    enc.module_aux(ks, false)?;
     enc.finish()
 }
 

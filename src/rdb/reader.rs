@@ -22,15 +22,17 @@ use crate::error::{Error, Result};
 use crate::frame;
 use super::stream::parse_node;
 use crate::keyspace::{check_group, check_tail, DbInfo, MemKeyspace};
+use crate::keyspace::{ModuleAux, ModuleItem, ModuleValue};
 use crate::keyspace::{PendingEntry, StreamConsumer, StreamGroup, StreamId, StreamMeta};
+use super::module_ops::{MODULE_DOUBLE, MODULE_EOF, MODULE_FLOAT, MODULE_SINT, MODULE_STRING, MODULE_UINT};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How to load.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Skip (and count) the values forksnap cannot hand over (module values, hashes whose
-    /// fields have TTLs) instead of failing on them.
+    /// Skip (and count) module values and MODULE_AUX records instead of handing them
+    /// over: for a target server that lacks the modules (it would refuse them).
     pub skip_unsupported: bool,
     /// The largest string (or compressed element) a file may hold, bytes: Redis's own
     /// bulk limit (`proto-max-bulk-len`), 512 MiB, by default.
@@ -59,7 +61,9 @@ pub struct LoadReport {
     pub aux: Vec<(Vec<u8>, Vec<u8>)>,
     /// FUNCTION2 libraries (handed to [`LoadVisitor::function`]).
     pub functions: u64,
-    /// MODULE_AUX records skipped.
+    /// MODULE_AUX records handed to [`LoadVisitor::module_aux`].
+    pub module_aux: u64,
+    /// MODULE_AUX records skipped ([`LoadOptions::skip_unsupported`]).
     pub module_aux_skipped: u64,
     /// Values skipped on request ([`LoadOptions::skip_unsupported`]).
     pub values_skipped: u64,
@@ -164,6 +168,13 @@ pub trait LoadVisitor {
         let _ = library;
         Ok(())
     }
+
+    /// A MODULE_AUX record (module data outside the keyspace); kept by a visitor that
+    /// writes the data again (as [`MemKeyspace`] does). Default: ignored.
+    fn module_aux(&mut self, aux: &ModuleAux) -> VisitResult {
+        let _ = aux;
+        Ok(())
+    }
 }
 
 /// A borrowed view of one loading value (see [`LoadVisitor::key`]).
@@ -180,6 +191,8 @@ pub enum LoadValue<'v> {
     Hash(LoadHash<'v>),
     /// A stream.
     Stream(LoadStream<'v>),
+    /// A module type's value, whole (see [`ModuleValue`]).
+    Module(&'v ModuleValue),
 }
 
 impl LoadValue<'_> {
@@ -192,6 +205,7 @@ impl LoadValue<'_> {
             LoadValue::ZSet(_) => "zset",
             LoadValue::Hash(_) => "hash",
             LoadValue::Stream(_) => "stream",
+            LoadValue::Module(_) => "module",
         }
     }
 }
@@ -870,11 +884,25 @@ impl Reader<'_, '_> {
                     continue;
                 }
                 opcodes::MODULE_AUX => {
-                    self.io.src.len("MODULE_AUX module id")?;
-                    self.io.src.len("MODULE_AUX when opcode")?;
-                    self.io.src.len("MODULE_AUX when")?;
-                    self.skip_module_value()?;
-                    self.report.module_aux_skipped += 1;
+                    let type_id = self.io.src.len("MODULE_AUX module id")?;
+                    let at = self.io.src.offset();
+                    if self.io.src.len("MODULE_AUX when opcode")? != MODULE_UINT {
+                        return self.corrupt(at, "MODULE_AUX's when is not an unsigned item");
+                    }
+                    let when = self.io.src.len("MODULE_AUX when")?;
+                    if self.opts.skip_unsupported {
+                        self.skip_module_value()?;
+                        self.report.module_aux_skipped += 1;
+                        continue;
+                    }
+                    let data = ModuleValue {
+                        type_id,
+                        items: self.module_items()?,
+                    };
+                    self.report.module_aux += 1;
+                    visitor
+                        .module_aux(&ModuleAux { when, data })
+                        .map_err(|e| rejected(entry_at, b"(MODULE_AUX)", e))?;
                     continue;
                 }
                 opcodes::SLOT_INFO => {
@@ -1039,12 +1067,23 @@ impl Reader<'_, '_> {
                 self.report.keys += 1;
                 return Ok(Some((c.entries, true)));
             }
-            types::MODULE_2 => {
-                self.unsupported(entry_at, "module value")?;
+            types::MODULE_2 if self.opts.skip_unsupported => {
                 self.io.src.len("module id")?;
                 self.skip_module_value()?;
                 self.report.values_skipped += 1;
                 return Ok(Some((0, false)));
+            }
+            types::MODULE_2 => {
+                let type_id = io.src.len("module id")?;
+                let m = ModuleValue {
+                    type_id,
+                    items: self.module_items()?,
+                };
+                visitor
+                    .key(db, &self.key, expire, LoadValue::Module(&m))
+                    .map_err(|e| rejected(entry_at, &self.key, e))?;
+                self.report.keys += 1;
+                return Ok(Some((m.items.len() as u64, true)));
             }
             types::MODULE_PRE_GA => {
                 return Err(Error::Unsupported {
@@ -1198,20 +1237,32 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
-    fn unsupported(&self, at: u64, what: &str) -> Result<()> {
-        if self.opts.skip_unsupported {
-            Ok(())
-        } else {
-            Err(Error::Unsupported {
-                offset: at,
-                what: format!("{what} values cannot be loaded (ask to skip them)"),
-            })
-        }
-    }
-
     fn skip_string(&mut self, what: &str) -> Result<()> {
         let io = &mut self.io;
         io.src.skip_string(what, &mut io.val)
+    }
+
+    /// A module value's items, up to its EOF item (strings decoded).
+    fn module_items(&mut self) -> Result<Vec<ModuleItem>> {
+        let mut items = Vec::new();
+        loop {
+            let at = self.io.src.offset();
+            let src = &mut self.io.src;
+            items.push(match src.len("module opcode")? {
+                MODULE_EOF => return Ok(items),
+                MODULE_SINT => ModuleItem::Signed(src.len("module integer")? as i64),
+                MODULE_UINT => ModuleItem::Unsigned(src.len("module integer")?),
+                MODULE_FLOAT => ModuleItem::Float(u32::from_le_bytes(src.fixed("module float")?)),
+                MODULE_DOUBLE => {
+                    ModuleItem::Double(u64::from_le_bytes(src.fixed("module double")?))
+                }
+                MODULE_STRING => {
+                    let io = &mut self.io;
+                    ModuleItem::String(io.src.string("module string", &mut io.val)?.into())
+                }
+                x => return self.corrupt(at, format!("unknown module opcode {x}")),
+            });
+        }
     }
 
     fn skip_module_value(&mut self) -> Result<()> {
@@ -1708,6 +1759,7 @@ impl LoadVisitor for Validator {
                 self.check("hash field")
             }
             LoadValue::Stream(x) => Ok(x.for_each(|_, _| Ok(())).map(|_| ())?),
+            LoadValue::Module(_) => Ok(()),
         }
     }
 }

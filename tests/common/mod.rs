@@ -488,6 +488,7 @@ pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
                         cmds.push(cmd);
                     }
                 }
+                MemValue::Module(_) => panic!("a module value has no commands"),
                 MemValue::HashTtl(h) => {
                     let mut cmd = vec![b"HSET".to_vec(), k.clone()];
                     for (f, v, _) in h {
@@ -611,6 +612,7 @@ fn same_value(a: &MemValue, b: &MemValue) -> bool {
             key(x) == key(y)
         }
         (MemValue::Stream(x), MemValue::Stream(y)) => x == y,
+        (MemValue::Module(x), MemValue::Module(y)) => x == y,
         (MemValue::HashTtl(x), MemValue::HashTtl(y)) => {
             let mut x = x.clone();
             let mut y = y.clone();

@@ -18,6 +18,7 @@ mod fork_contract;
 mod fork_snapshot_matches_debug_populate;
 mod functions_round_trip;
 mod io_step_failures;
+mod modules_round_trip;
 mod oversized_buffers_are_refused;
 mod parallel_child;
 mod parent_exits_child_follows;

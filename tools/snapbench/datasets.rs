@@ -438,6 +438,8 @@ impl<W: Write> Target for Commands<W> {
                     self.cmd(&a);
                 }
             }
+            // The datasets make no module values.
+            MemValue::Module(_) => {}
             MemValue::HashTtl(items) => {
                 for part in items.chunks(BATCH) {
                     let mut a: Vec<&[u8]> = vec![b"HSET", &key];

@@ -136,8 +136,8 @@ impl Mutator {
                 let n = items.len() as u64;
                 rewrite(&mut items[(r % n) as usize].1);
             }
-            // The datasets make no streams and no field TTLs.
-            MemValue::Stream(_) | MemValue::HashTtl(_) => return false,
+            // The datasets make no streams, field TTLs or module values.
+            MemValue::Stream(_) | MemValue::HashTtl(_) | MemValue::Module(_) => return false,
         }
         true
     }
