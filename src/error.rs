@@ -42,8 +42,8 @@ pub enum Error {
         /// The value computed over the data.
         got: u64,
     },
-    /// The file holds a value forksnap cannot load (a stream, a module type) and the caller
-    /// did not ask to skip such values.
+    /// The file holds something forksnap cannot hand over (a pre-release module value or
+    /// function record, a hash whose field TTLs a visitor reads without them).
     Unsupported {
         /// Byte offset of the value's entry.
         offset: u64,
