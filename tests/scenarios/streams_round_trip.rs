@@ -9,8 +9,9 @@
 //! from (forksnap writes live entries only, so nodes with deleted entries come out
 //! compacted).
 //!
-//! Also: the writer and reader agree on any stream (property test), RESP bases rebuild
-//! streams, and damaged streams are refused with their offset.
+//! Also: streams move between Valkey 9.1 and Redis 7.0 (RDB 10), the writer and reader
+//! agree on any stream (property test), RESP bases rebuild streams, and damaged streams
+//! are refused with their offset.
 
 use crate::common::{Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
@@ -238,6 +239,41 @@ fn streams_survive_a_conversion_at_every_version_the_server_loads() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A migration across servers: Valkey 9.1's streams, converted to RDB 10, load in Redis
+/// 7.0 with Valkey's digest and its XINFO (less what RDB 10 cannot hold); Redis 7.0's
+/// load in Valkey 9.1 likewise.
+#[test]
+fn streams_move_between_valkey_and_redis_7_0() {
+    for (from, to) in [
+        (Kind::Valkey91, Kind::Redis70),
+        (Kind::Redis70, Kind::Valkey91),
+    ] {
+        let Some(mut s) = Server::start(from) else {
+            return;
+        };
+        build(&mut s);
+        let digest = s.digest();
+        let want: Vec<Reply> = STREAMS.iter().map(|k| xinfo(&mut s, k, 10)).collect();
+        let file = s.save_file();
+        drop(s);
+        let (ks, _) = load(&file, &LoadOptions::default()).unwrap();
+        let opts = EncodeOptions {
+            version: 10,
+            ..EncodeOptions::default()
+        };
+        let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+        let mut back = Server::start_with(to, Some(&rdb)).unwrap();
+        assert_eq!(back.digest(), digest, "{from:?} to {to:?}");
+        for (k, w) in STREAMS.iter().zip(&want) {
+            assert_eq!(
+                &xinfo(&mut back, k, 10),
+                w,
+                "{from:?} to {to:?}: XINFO STREAM {k} FULL"
+            );
         }
     }
 }
