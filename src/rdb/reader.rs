@@ -544,23 +544,30 @@ impl Cursor<'_, '_> {
         self.drained = true;
         let mut stopped = None;
         let r = body(self, &mut stopped);
-        if let Some(e) = stopped {
-            let e = Error::Rejected {
-                offset: 0,
-                key: String::new(),
-                source: e,
-            };
-            self.failed = Some(e.to_string());
-            return Err(e);
-        }
-        if let Err(e) = &r {
-            self.failed = Some(e.to_string());
-        }
-        r
+        settle(r, stopped, &mut self.failed)
     }
 }
 
 type Stopped = Option<Box<dyn std::error::Error + Send + Sync>>;
+
+/// A view's read is over: the visitor's error (kept aside while parsing) or the file's
+/// becomes the result, and is remembered in `failed` so that the load stops even if the
+/// visitor swallows it.
+fn settle<T>(r: Result<T>, stopped: Stopped, failed: &mut Option<String>) -> Result<T> {
+    if let Some(e) = stopped {
+        let e = Error::Rejected {
+            offset: 0,
+            key: String::new(),
+            source: e,
+        };
+        *failed = Some(e.to_string());
+        return Err(e);
+    }
+    if let Err(e) = &r {
+        *failed = Some(e.to_string());
+    }
+    r
+}
 
 impl Cursor<'_, '_> {
     fn drain_inner(&mut self, mut each: Each<'_>, stopped: &mut Stopped) -> Result<()> {
@@ -1300,19 +1307,7 @@ impl StreamDrain for StreamCursor<'_, '_> {
         self.drained = true;
         let mut stopped = None;
         let r = self.read_inner(f, &mut stopped);
-        if let Some(e) = stopped {
-            let e = Error::Rejected {
-                offset: 0,
-                key: String::new(),
-                source: e,
-            };
-            self.failed = Some(e.to_string());
-            return Err(e);
-        }
-        if let Err(e) = &r {
-            self.failed = Some(e.to_string());
-        }
-        r
+        settle(r, stopped, &mut self.failed)
     }
 }
 

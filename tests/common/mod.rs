@@ -308,6 +308,19 @@ impl Server {
         std::fs::read(self.dir.path().join("dump.rdb")).unwrap()
     }
 
+    /// Sends a RESP base (commands back to back) and reads one reply per command,
+    /// failing on the first error reply. Commands are counted by their `*` headers
+    /// after a line end: the tests' data has no `\r\n*` inside a value.
+    pub fn replay(&mut self, resp: &[u8]) {
+        self.conn().send_raw(resp);
+        let commands = resp.windows(3).filter(|w| w == b"\r\n*").count() + 1;
+        for i in 0..commands {
+            if let Reply::Error(e) = self.conn().read() {
+                panic!("command {i} of the RESP base failed: {e}");
+            }
+        }
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

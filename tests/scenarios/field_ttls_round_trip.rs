@@ -215,13 +215,7 @@ fn a_resp_base_carries_field_ttls() {
     .unwrap()
     .0;
     let mut back = Server::start(Kind::Valkey91).unwrap();
-    back.conn().send_raw(&resp);
-    let commands = resp.windows(3).filter(|w| w == b"\r\n*").count() + 1;
-    for i in 0..commands {
-        if let Reply::Error(e) = back.conn().read() {
-            panic!("command {i} of the RESP base failed: {e}");
-        }
-    }
+    back.replay(&resp);
     assert_eq!(state(&mut back), want);
 }
 
