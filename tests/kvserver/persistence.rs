@@ -269,3 +269,70 @@ fn an_lz4_framed_save_loads_at_start_up() {
     let mut again = Server::start_with(Kind::KvServer, Some(&file)).unwrap();
     assert_eq!(again.digest(), want, "log:\n{}", again.log());
 }
+
+/// A file holding what this server cannot keep (a stream, a hash whose fields expire, a
+/// module value) stops its start-up with the key and the reason named, and the file stays
+/// as it was: loading without them would lose them at the next save.
+#[test]
+fn values_it_cannot_keep_stop_the_start_up() {
+    use forksnap::rdb::{encode_to_vec, EncodeOptions};
+    use forksnap::{
+        MemKeyspace, MemStream, MemValue, ModuleItem, ModuleValue, StreamId, StreamMeta,
+    };
+    let Some(bin) = crate::common::require(Kind::KvServer) else {
+        return;
+    };
+    let stream = MemStream::new(
+        vec![(
+            StreamId::new(1, 1),
+            vec![b"f".to_vec().into(), b"v".to_vec().into()],
+        )],
+        StreamMeta {
+            last_id: StreamId::new(1, 1),
+            ..StreamMeta::default()
+        },
+        vec![],
+    )
+    .unwrap();
+    let module = ModuleValue {
+        type_id: 1 << 10,
+        items: vec![ModuleItem::Unsigned(7)],
+    };
+    let cases = [
+        (MemValue::Stream(Box::new(stream)), "no streams"),
+        (
+            MemValue::hash_ttl([("f", "v", Some(4_000_000_000_000))]).unwrap(),
+            "no hash field expiry",
+        ),
+        (MemValue::Module(Box::new(module)), "no modules"),
+    ];
+    for (value, says) in cases {
+        let mut ks = MemKeyspace::new();
+        ks.insert(0, "plain", MemValue::str("v"), None);
+        ks.insert(0, "the-key", value, None);
+        let opts = EncodeOptions {
+            version: 12,
+            ..EncodeOptions::default()
+        };
+        let rdb = encode_to_vec(&ks, &opts).unwrap().0;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dump.rdb");
+        std::fs::write(&file, &rdb).unwrap();
+        let out = std::process::Command::new(&bin)
+            .args(["--port", "0", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{says}: {err}");
+        assert!(
+            err.contains(says) && err.contains("the-key"),
+            "{says}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            rdb,
+            "{says}: the file changed"
+        );
+    }
+}
