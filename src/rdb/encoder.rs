@@ -26,7 +26,7 @@ use super::{MAX_WRITE_VERSION, MIN_WRITE_VERSION, VALKEY_VERSION};
 use crate::aof::resp;
 use crate::buf::ChunkBuf;
 use crate::error::{Error, Result};
-use super::reader::EXPIRE_TIME_MAX;
+use super::limits::FIELD_EXPIRE_MAX as EXPIRE_TIME_MAX;
 use super::stream::{self, NodePlan};
 use crate::keyspace::{check_groups, check_tail, ModuleItem, ModuleValue, StreamId, StreamView};
 use crate::keyspace::{DbInfo, Entry, HashView, Keyspace, SeqView, Value, ZSetView};
@@ -107,7 +107,7 @@ pub struct EncodeSummary {
     pub keys_per_db: Vec<(u32, u64)>,
     /// `(db index, keys skipped)` per database (unsupported values and empty collections).
     pub skipped_per_db: Vec<(u32, u64)>,
-    /// Values the format cannot hold (module values a server marks unsupported), skipped.
+    /// Values the server marked [`Value::Unsupported`], skipped.
     pub skipped_unsupported: u64,
     /// Hashes written without their field TTLs (`EncodeOptions::drop_field_ttls`).
     pub field_ttls_dropped: u64,

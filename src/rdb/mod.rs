@@ -210,6 +210,8 @@ pub mod limits {
     pub const SET_MAX_LISTPACK_VALUE: usize = 64;
     /// `list-max-listpack-size -2`: quicklist nodes of at most 8 KiB.
     pub const LIST_NODE_BYTES: usize = 8192;
+    /// The latest hash field expiry Redis accepts (`EB_EXPIRE_TIME_MAX`, 2^48 − 1 ms).
+    pub const FIELD_EXPIRE_MAX: u64 = (1 << 48) - 1;
 }
 
 #[cfg(test)]

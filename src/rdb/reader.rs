@@ -17,6 +17,7 @@ use super::listpack::{self, Elem};
 use super::num::parse_score;
 use super::num::format_i64;
 use super::source::Source;
+use super::limits::FIELD_EXPIRE_MAX as EXPIRE_TIME_MAX;
 use super::{intset, opcodes, types, ziplist};
 use crate::error::{Error, Result};
 use crate::frame;
@@ -488,9 +489,6 @@ struct Cursor<'a, 'r> {
     /// An error found while the visitor read the value (it may have swallowed it).
     failed: Option<String>,
 }
-
-/// The latest field expiry Redis accepts (its `EB_EXPIRE_TIME_MAX`, 2^48 − 1 ms).
-pub(crate) const EXPIRE_TIME_MAX: u64 = (1 << 48) - 1;
 
 /// Stops a parser's callback with the visitor's error, which is kept aside.
 const STOPPED: &str = "\0stopped";
@@ -1061,13 +1059,7 @@ impl Reader<'_, '_> {
                     failed: None,
                 };
                 let r = visitor.key(db, key, expire, LoadValue::Stream(LoadStream(&mut c)));
-                if let Some(failed) = c.failed.take() {
-                    return Err(match r {
-                        Err(e) => rejected(entry_at, key, e),
-                        Ok(()) => Error::corrupt(entry_at, failed),
-                    });
-                }
-                r.map_err(|e| rejected(entry_at, key, e))?;
+                visited(r, c.failed.take(), entry_at, key)?;
                 if !c.drained {
                     c.read(&mut |_, _| Ok(()))?;
                 }
@@ -1172,15 +1164,7 @@ impl Reader<'_, '_> {
             _ => LoadValue::Hash(LoadHash(&mut c)),
         };
         let r = visitor.key(db, key, expire, value);
-        if let Some(failed) = c.failed.take() {
-            // The visitor read a value that failed; whatever it returned, the load stops
-            // here with that error.
-            return Err(match r {
-                Err(e) => rejected(entry_at, key, e),
-                Ok(()) => Error::corrupt(entry_at, failed),
-            });
-        }
-        r.map_err(|e| rejected(entry_at, key, e))?;
+        visited(r, c.failed.take(), entry_at, key)?;
         if !c.drained {
             drain_unread(&mut c)?;
         }
@@ -1320,7 +1304,7 @@ impl StreamCursor<'_, '_> {
         let io = &mut *self.io;
         let (mut prev, mut first) = (None::<StreamId>, None::<StreamId>);
         let mut text = Vec::new();
-        let mut spans: Vec<(bool, usize, usize)> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
         for _ in 0..self.nodes {
             let key_at = io.src.offset();
             let k = io.src.string("stream node key", &mut io.field)?;
@@ -1344,26 +1328,27 @@ impl StreamCursor<'_, '_> {
                 prev = Some(id);
                 first.get_or_insert(id);
                 entries += 1;
-                // Integers become their decimal text, in `text`; then the slices.
+                // Integers become their decimal text, back to back in `text` (`ends`: where
+                // each ends); then the slices, in element order.
                 text.clear();
-                spans.clear();
+                ends.clear();
                 for e in elems {
-                    spans.push(match *e {
-                        Elem::Str(_) => (false, 0, 0),
-                        Elem::Int(v) => {
-                            let mut num = [0u8; 20];
-                            let start = text.len();
-                            text.extend_from_slice(format_i64(v, &mut num));
-                            (true, start, text.len())
-                        }
-                    });
+                    if let Elem::Int(v) = *e {
+                        let mut num = [0u8; 20];
+                        text.extend_from_slice(format_i64(v, &mut num));
+                        ends.push(text.len());
+                    }
                 }
+                let mut ints = ends.iter().scan(0, |start, &end| {
+                    let r = *start..end;
+                    *start = end;
+                    Some(r)
+                });
                 let args: Vec<&[u8]> = elems
                     .iter()
-                    .zip(spans.iter())
-                    .map(|(e, &(int, a, b))| match (*e, int) {
-                        (Elem::Str(s), _) => s,
-                        (_, _) => &text[a..b],
+                    .map(|e| match *e {
+                        Elem::Str(s) => s,
+                        Elem::Int(_) => &text[ints.next().unwrap_or_default()],
                     })
                     .collect();
                 f(id, &args).map_err(|e| {
@@ -1616,6 +1601,19 @@ impl Cursor<'_, '_> {
         self.owned_ttl = ttls;
         Ok(with_ttl)
     }
+}
+
+/// What a visitor's `key` call comes to: if the value it read failed (`failed`), the
+/// load stops with that error whatever the visitor returned (it may have swallowed it);
+/// else the visitor's own error, naming the key.
+fn visited(r: VisitResult, failed: Option<String>, at: u64, key: &[u8]) -> Result<()> {
+    if let Some(failed) = failed {
+        return Err(match r {
+            Err(e) => rejected(at, key, e),
+            Ok(()) => Error::corrupt(at, failed),
+        });
+    }
+    r.map_err(|e| rejected(at, key, e))
 }
 
 /// The visitor's error as the load's: a forksnap error it passed on is returned as

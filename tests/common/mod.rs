@@ -469,6 +469,16 @@ pub fn score_arg(s: f64) -> Vec<u8> {
     format!("{s:?}").into_bytes()
 }
 
+/// `ks` as forksnap writes it at RDB `version` (LZF on or off), in memory.
+pub fn rdb_of(ks: &MemKeyspace, version: u8, lzf: bool) -> Vec<u8> {
+    let opts = forksnap::rdb::EncodeOptions {
+        version,
+        lzf,
+        ..Default::default()
+    };
+    forksnap::rdb::encode_to_vec(ks, &opts).unwrap().0
+}
+
 /// Enters `ks` into a server with ordinary commands.
 pub fn fill_by_commands(conn: &mut Conn, ks: &MemKeyspace) {
     const BATCH: usize = 1000;

@@ -6,7 +6,7 @@
 //! field expiry refuse such hashes unless asked to drop the TTLs; a RESP base carries
 //! them as `HPEXPIREAT`; our writer and reader agree on any such hash.
 
-use crate::common::{Kind, Reply, Server};
+use crate::common::{rdb_of, Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
 use forksnap::{Error, MemKeyspace, MemValue, SnapshotOptions};
 use proptest::prelude::*;
@@ -130,12 +130,7 @@ fn field_ttls_survive_a_conversion_in_each_servers_format_and_across() {
         ));
         for (to, version) in [(Kind::Valkey91, 80u8), (Kind::Redis82, 12)] {
             for lzf in [true, false] {
-                let opts = EncodeOptions {
-                    version,
-                    lzf,
-                    ..EncodeOptions::default()
-                };
-                let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+                let rdb = rdb_of(&ks, version, lzf);
                 let label = format!("{from:?}'s file as v{version} (lzf {lzf}) in {to:?}");
                 let mut back = Server::start_with(to, Some(&rdb))
                     .unwrap_or_else(|| panic!("{label}: no server"));

@@ -3,7 +3,7 @@
 //! load that can hold functions, and the server that loads it lists the same library
 //! (`FUNCTION LIST WITHCODE`) and runs it. RDB 9 cannot hold them: an error, not a drop.
 
-use crate::common::{Kind, Reply, Server};
+use crate::common::{rdb_of, Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
 
 const LIB: &[u8] = b"#!lua name=forksnaplib\nredis.register_function('echo1', function(keys, args) return args[1] end)";
@@ -32,12 +32,7 @@ fn function_libraries_survive_a_conversion() {
         assert_eq!(ks.functions().collect::<Vec<_>>(), vec![LIB]);
         for &version in versions {
             for lzf in [true, false] {
-                let opts = EncodeOptions {
-                    version,
-                    lzf,
-                    ..EncodeOptions::default()
-                };
-                let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+                let rdb = rdb_of(&ks, version, lzf);
                 let mut back = Server::start_with(kind, Some(&rdb)).unwrap();
                 let label = format!("{kind:?} v{version} lzf {lzf}");
                 assert_eq!(

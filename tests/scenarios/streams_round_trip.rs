@@ -13,7 +13,7 @@
 //! agree on any stream (property test), RESP bases rebuild streams, and damaged streams
 //! are refused with their offset.
 
-use crate::common::{Kind, Reply, Server};
+use crate::common::{rdb_of, Kind, Reply, Server};
 use forksnap::rdb::{encode_to_vec, load, EncodeOptions, LoadOptions};
 use forksnap::{
     dataset_digest, Error, MemKeyspace, MemStream, MemValue, PendingEntry, StreamConsumer,
@@ -221,12 +221,7 @@ fn streams_survive_a_conversion_at_every_version_the_server_loads() {
         );
         for (&version, want) in kind.versions().iter().zip(&want) {
             for lzf in [true, false] {
-                let opts = EncodeOptions {
-                    version,
-                    lzf,
-                    ..EncodeOptions::default()
-                };
-                let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+                let rdb = rdb_of(&ks, version, lzf);
                 let label = format!("{kind:?} v{version} lzf {lzf}");
                 let mut back = Server::start_with(kind, Some(&rdb))
                     .unwrap_or_else(|| panic!("{label}: no server"));
@@ -261,11 +256,7 @@ fn streams_move_between_valkey_and_redis_7_0() {
         let file = s.save_file();
         drop(s);
         let (ks, _) = load(&file, &LoadOptions::default()).unwrap();
-        let opts = EncodeOptions {
-            version: 10,
-            ..EncodeOptions::default()
-        };
-        let (rdb, _) = encode_to_vec(&ks, &opts).unwrap();
+        let rdb = rdb_of(&ks, 10, true);
         let mut back = Server::start_with(to, Some(&rdb)).unwrap();
         assert_eq!(back.digest(), digest, "{from:?} to {to:?}");
         for (k, w) in STREAMS.iter().zip(&want) {
