@@ -74,13 +74,20 @@ impl<'a> NodePlan<'a> {
     /// Places the entry `id` with elements `elems` (field, value, ...).
     pub fn add(&mut self, id: StreamId, elems: &dyn SeqView) -> Placed {
         let n = elems.len() / 2;
-        let mut raw = 0usize;
+        // One walk: raw bytes (the split rule's), listpack bytes of the fields and of the
+        // values, and whether the fields are the master's.
+        let (mut raw, mut field_bytes, mut value_bytes) = (0usize, 0usize, 0usize);
         let mut same = self.open && n == self.ends.len();
         let mut i = 0;
         elems.for_each(&mut |e| {
             raw += e.len();
-            if same && i % 2 == 0 && i / 2 < self.ends.len() {
-                same = self.field(i / 2) == e;
+            if i % 2 == 0 {
+                field_bytes += listpack::entry_size(e);
+                if same && i / 2 < self.ends.len() {
+                    same = self.field(i / 2) == e;
+                }
+            } else {
+                value_bytes += listpack::entry_size(e);
             }
             i += 1;
         });
@@ -102,10 +109,8 @@ impl<'a> NodePlan<'a> {
                 i += 1;
             });
             // Header and terminator; count, deleted, the field count, the names, the 0.
-            self.bytes = listpack::HEADER + 1 + 2 + 2 + listpack::int_entry_size(n as i64) + 2;
-            for f in 0..self.ends.len() {
-                self.bytes += listpack::entry_size(self.field(f));
-            }
+            self.bytes =
+                listpack::HEADER + 1 + 2 + 2 + listpack::int_entry_size(n as i64) + field_bytes + 2;
             self.count = 0;
             same = true;
         }
@@ -115,16 +120,10 @@ impl<'a> NodePlan<'a> {
             + listpack::int_entry_size(seq);
         let lp_count = if same { n + 3 } else { 2 * n + 4 };
         b += listpack::int_entry_size(lp_count as i64);
+        b += value_bytes;
         if !same {
-            b += listpack::int_entry_size(n as i64);
+            b += listpack::int_entry_size(n as i64) + field_bytes;
         }
-        let mut i = 0;
-        elems.for_each(&mut |e| {
-            if !same || i % 2 == 1 {
-                b += listpack::entry_size(e);
-            }
-            i += 1;
-        });
         self.bytes += b;
         self.count += 1;
         Placed {
