@@ -109,6 +109,16 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// A replication peer broke the protocol or refused the link (a master's bad
+    /// handshake reply, a malformed command stream, a master that went silent).
+    Replication {
+        /// The peer (`host:port`).
+        peer: String,
+        /// Where in the link: `handshake`, `transfer`, `stream at offset N`.
+        at: String,
+        /// What happened.
+        what: String,
+    },
     /// The child made no progress (no report, no CPU time, no disk wait) for `seconds`
     /// and was killed; see `SnapshotOptions::stall_timeout`.
     Stalled {
@@ -204,6 +214,9 @@ impl fmt::Display for Error {
                 write!(f, "AOF {}: {what}", path.display())
             }
             Error::Aof { path, at, what } => write!(f, "AOF {} at {at}: {what}", path.display()),
+            Error::Replication { peer, at, what } => {
+                write!(f, "replication with {peer} failed in the {at}: {what}")
+            }
             Error::Stalled { seconds, keys } => write!(
                 f,
                 "snapshot child made no progress for {seconds} s after {keys} keys and was killed: \

@@ -27,7 +27,7 @@ macro_rules! internal_modules {
         mod $m;
     )*};
 }
-internal_modules!(aof, buf, error, fork, frame, keyspace, pressure, rdb, sink);
+internal_modules!(aof, buf, error, fork, frame, keyspace, pressure, rdb, repl, sink);
 
 // The public API: what a server uses. Everything else is private (see ARCHITECTURE.md,
 // "API boundary").
@@ -55,6 +55,11 @@ pub use pressure::{CowFigures, CowSampling};
 pub use rdb::{
     load_file, load_into, EncodeSummary, LoadHash, LoadOptions, LoadReport, LoadSeq, LoadStream,
     LoadValue, LoadVisitor, LoadZSet, VisitResult,
+};
+#[cfg(target_os = "linux")]
+pub use repl::{
+    Lagged, Master, Psync, ReplCommand, ReplicaInfo, ReplicaLink, ReplicaOptions, ReplicaTransfer,
+    SyncKind,
 };
 #[cfg(target_os = "linux")]
 pub use sink::{BackendKind, BackendStats, Format};

@@ -120,7 +120,11 @@ pub(super) fn child_main(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32, par
         };
         libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
     }
-    close_inherited(wr, &opts.keep_fds);
+    let mut keep = opts.keep_fds.clone();
+    if let Some(r) = &opts.replicas {
+        keep.extend_from_slice(&r.fds);
+    }
+    close_inherited(wr, &keep);
     opts.child_priority.apply();
     let code =
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_run(ks, opts, wr))) {
@@ -155,6 +159,9 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         let bytes = crate::pressure::private_dirty(me);
         (bytes, p.elapsed().as_micros() as u64)
     };
+    if let Some(to) = &opts.replicas {
+        return child_sync(ks, opts, to, wr, t);
+    }
     let res = write_snapshot(
         ks,
         &opts.effective_encode(),
@@ -203,9 +210,88 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
             send(wr, &mut m, true);
             true
         }
-        Err(Error::Io {
+        Err(e) => {
+            send_error(wr, e);
+            false
+        }
+    }
+}
+
+
+/// A full sync in the child: the RDB to every replica's socket, then a report per
+/// replica and the final report.
+fn child_sync(
+    ks: &dyn Keyspace,
+    opts: &SnapshotOptions,
+    to: &crate::repl::Replicas,
+    wr: i32,
+    t: Instant,
+) -> bool {
+    let mut last = Instant::now();
+    let res = crate::repl::stream_snapshot(
+        ks,
+        &opts.effective_encode(),
+        opts.write.chunk_size,
+        to,
+        &mut |keys, raw, written| {
+            if last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                send(
+                    wr,
+                    &mut Msg::new(report::PROGRESS).u64(keys).u64(raw).u64(written),
+                    false,
+                );
+            }
+        },
+    );
+    match res {
+        Ok(s) => {
+            for (i, p) in s.peers.iter().enumerate() {
+                let (errno, step) = p.failed.unwrap_or((0, ""));
+                let mut m = Msg::new(report::REPLICA)
+                    .u64(i as u64)
+                    .u64(p.sent)
+                    .u64(errno as u64)
+                    .str(step);
+                send(wr, &mut m, true);
+            }
+            let dbs = s.summary.keys_per_db.iter().zip(&s.summary.skipped_per_db);
+            for ((db, n), (_, skipped)) in dbs {
+                let mut m = Msg::new(report::DB_KEYS)
+                    .u64(u64::from(*db))
+                    .u64(*n)
+                    .u64(*skipped);
+                send(wr, &mut m, true);
+            }
+            let why = format!(
+                "replica sockets: non-blocking send and poll ({} waits for a slow replica)",
+                s.waits
+            );
+            send(wr, &mut Msg::new(report::BACKEND_REASON).str(&why), true);
+            let w = crate::sink::WriteReport {
+                bytes_written: s.summary.bytes,
+                summary: s.summary,
+                backend: crate::sink::BackendKind::Pwrite,
+                backend_reason: why,
+                stats: Default::default(),
+            };
+            let mut m = report::final_message(&w, t.elapsed(), None, 0);
+            send(wr, &mut m, true);
+            true
+        }
+        Err(e) => {
+            send_error(wr, e);
+            false
+        }
+    }
+}
+
+/// The child's error, as the message the parent turns back into it.
+fn send_error(wr: i32, e: Error) {
+    match e {
+        Error::Io {
             op, offset, source, ..
-        }) => {
+        } => {
             // The parent knows the paths (temp file, target, its directory) from `op`.
             let errno = source.raw_os_error().unwrap_or(0) as u64;
             let mut m = Msg::new(report::IO_ERROR)
@@ -213,22 +299,18 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
                 .u64(offset.unwrap_or(u64::MAX))
                 .str(op);
             send(wr, &mut m, true);
-            false
         }
-        Err(Error::BadValue { key, what }) => {
+        Error::BadValue { key, what } => {
             let key: String = key.chars().take(200).collect();
             let mut m = Msg::new(report::BAD_VALUE).str(&what).str(&key);
             send(wr, &mut m, true);
-            false
         }
-        Err(e) => {
+        e => {
             send(
                 wr,
                 &mut Msg::new(report::OTHER_ERROR).str(&e.to_string()),
                 true,
             );
-            false
         }
     }
 }
-

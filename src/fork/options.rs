@@ -89,6 +89,8 @@ pub struct SnapshotOptions {
     pub(crate) child_priority: ChildPriority,
     pub(crate) stall_timeout: Option<Duration>,
     pub(crate) keep_fds: Vec<RawFd>,
+    /// A full sync's sockets instead of the file.
+    pub(crate) replicas: Option<crate::repl::Replicas>,
 }
 
 impl SnapshotOptions {
@@ -106,7 +108,42 @@ impl SnapshotOptions {
             child_priority: ChildPriority::default(),
             stall_timeout: Some(Duration::from_secs(60)),
             keep_fds: Vec::new(),
+            replicas: None,
         }
+    }
+
+    /// A full sync: [`start`](Self::start) streams the snapshot to these connected
+    /// replica sockets instead of writing a file (diskless replication), with the same
+    /// encoder, progress, copy-on-write figures and report. Each socket gets `first` (the
+    /// line from [`Master::full_resync`](crate::Master::full_resync), taken with the store
+    /// frozen), then `$EOF:<40 random characters>\r\n`, the RDB and the same 40
+    /// characters, as a Redis master sends to a replica that announced `capa eof`.
+    ///
+    /// One walk feeds every socket: a replica that fails or takes nothing for
+    /// [`replica_timeout`](Self::replica_timeout) is dropped and the others go on; each
+    /// one's outcome is in [`SnapshotReport::replicas`]; the snapshot fails only when
+    /// none is left. The child never changes the sockets (they stay the parent's,
+    /// non-blocking or not) and ignores `SIGPIPE`. Send nothing else on them until each
+    /// replica's first `REPLCONF ACK`. The file options (`direct`, `backend`,
+    /// `queue_depth`, `batch`, `pacing_bytes`, `max_write_rate`, `workers`) do not
+    /// apply; the format must be [`Format::Rdb`]; choose the version the replicas load
+    /// ([`ReplicaInfo::rdb_version`](crate::ReplicaInfo::rdb_version)).
+    pub fn for_replicas(sockets: &[RawFd], first: &[u8]) -> Self {
+        let mut o = SnapshotOptions::new(PathBuf::new());
+        o.replicas = Some(crate::repl::Replicas {
+            fds: sockets.to_vec(),
+            first: first.to_vec(),
+            timeout: Duration::from_secs(60),
+        });
+        o
+    }
+    /// A full sync's per-replica timeout: a replica that takes no byte for this long is
+    /// dropped (default 60 s, Redis's `repl-timeout`). No effect on a file.
+    pub fn replica_timeout(mut self, t: Duration) -> Self {
+        if let Some(r) = self.replicas.as_mut() {
+            r.timeout = t;
+        }
+        self
     }
     /// Plain RDB or an LZ4 frame. In an LZ4 frame strings are never LZF-compressed (the
     /// frame compresses instead), whatever [`lzf`](Self::lzf) says, in either call order.
@@ -277,6 +314,11 @@ impl SnapshotOptions {
     /// writes (a file size limit then fails the write with `EFBIG` instead of killing the
     /// process) and restored after, as in the child.
     pub fn save(&self, ks: &dyn Keyspace) -> Result<SnapshotReport> {
+        if self.replicas.is_some() {
+            return Err(Error::InvalidOption(
+                "a full sync to replicas runs forked: use start, not save".into(),
+            ));
+        }
         let t = Instant::now();
         let tmp = temp_path(&self.path, &format!("{}-save", std::process::id()));
         let mut io = Io::new(tmp, self.path.clone(), self.write.faults.clone());
@@ -299,6 +341,16 @@ impl SnapshotOptions {
         self.effective_encode().validate()?;
         self.write.validate()?;
         self.child_priority.validate()?;
+        if let Some(r) = &self.replicas {
+            if self.write.format != Format::Rdb {
+                return Err(Error::InvalidOption(
+                    "replicas load plain RDB only, not an LZ4 frame".into(),
+                ));
+            }
+            if r.fds.is_empty() {
+                return Err(Error::InvalidOption("a full sync needs at least one replica socket".into()));
+            }
+        }
         if ACTIVE
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()

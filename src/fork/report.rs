@@ -18,6 +18,8 @@ pub const OTHER_ERROR: u32 = 5;
 pub const BACKEND_REASON: u32 = 6;
 /// The keyspace gave an invalid value: key, what.
 pub const BAD_VALUE: u32 = 7;
+/// A full sync's replica: index, bytes sent, errno (0: it got everything), step.
+pub const REPLICA: u32 = 8;
 
 const MAX: usize = 512;
 
@@ -110,7 +112,7 @@ pub fn op_name(op: &str) -> &'static str {
     if let Some(step) = Step::from_name(op) {
         return step.name();
     }
-    ["dup", "io_uring setup", "io_uring_enter"]
+    ["dup", "io_uring setup", "io_uring_enter", "send to replicas"]
         .into_iter()
         .find(|o| *o == op)
         .unwrap_or("an unnamed snapshot I/O step")
@@ -160,6 +162,9 @@ pub struct SnapshotReport {
     pub child_private_bytes: Option<u64>,
     /// What that measurement took in the child (included in `child_wall` and `wall`).
     pub child_probe: Duration,
+    /// A full sync ([`SnapshotOptions::for_replicas`](crate::SnapshotOptions::for_replicas)):
+    /// each replica's outcome, in the order given (empty for a file).
+    pub replicas: Vec<crate::repl::ReplicaTransfer>,
 }
 
 impl SnapshotReport {

@@ -57,6 +57,10 @@ pub struct RunningSnapshot {
     summary: EncodeSummary,
     backend_reason: String,
     done: bool,
+    /// A full sync: no file, so no temp file to remove.
+    to_replicas: bool,
+    replica_fds: Vec<RawFd>,
+    replicas: Vec<crate::repl::ReplicaTransfer>,
 }
 
 /// Whether a snapshot child is running in this process (a server defers CoW-heavy work,
@@ -95,6 +99,9 @@ impl RunningSnapshot {
             summary: EncodeSummary::default(),
             backend_reason: String::new(),
             done: false,
+            to_replicas: opts.replicas.is_some(),
+            replica_fds: opts.replicas.as_ref().map_or(Vec::new(), |r| r.fds.clone()),
+            replicas: Vec::new(),
         }
     }
 
@@ -187,12 +194,28 @@ impl RunningSnapshot {
                 self.summary.skipped_per_db.push((db, f.u64()));
             }
             report::BACKEND_REASON => self.backend_reason = f.str(),
+            report::REPLICA => {
+                let i = f.u64() as usize;
+                let bytes = f.u64();
+                let errno = f.u64() as i32;
+                let step = f.str();
+                self.replicas.push(crate::repl::ReplicaTransfer {
+                    fd: self.replica_fds.get(i).copied().unwrap_or(-1),
+                    bytes,
+                    error: (errno != 0).then(|| crate::repl::peer_error(errno, &step)),
+                });
+            }
             report::FINAL => {
                 let summary = std::mem::take(&mut self.summary);
                 let (mut r, progress) = report::parse_final(&mut f, summary);
                 r.path = self.target.clone();
                 r.fork_us = self.fork_us;
                 r.backend_reason = std::mem::take(&mut self.backend_reason);
+                if self.to_replicas {
+                    r.backend = None;
+                    r.path = PathBuf::new();
+                }
+                r.replicas = std::mem::take(&mut self.replicas);
                 self.progress = progress;
                 self.fin = Some(r);
             }
@@ -207,6 +230,7 @@ impl RunningSnapshot {
                         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                         _ => PathBuf::from("."),
                     },
+                    _ if self.to_replicas => PathBuf::from("replica sockets"),
                     _ => self.tmp.clone(),
                 };
                 let op = report::op_name(&op);
@@ -237,7 +261,9 @@ impl RunningSnapshot {
             let mut st = 0;
             libc::waitpid(self.pid, &mut st, 0);
         }
-        let _ = std::fs::remove_file(&self.tmp);
+        if !self.to_replicas {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
         self.finish();
     }
 
@@ -309,7 +335,9 @@ impl RunningSnapshot {
                 return Ok(Some(rep));
             }
         }
-        let _ = std::fs::remove_file(&self.tmp);
+        if !self.to_replicas {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
         Err(self.child_error.take().unwrap_or_else(|| Error::Child {
             status: if reaped_elsewhere {
                 "exited without a final report (its status was reaped by another waiter)".into()
