@@ -33,8 +33,12 @@ pub fn current() -> Option<Arc<Aof>> {
     AOF.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Logs a write (call with the key's shard locked).
+/// Logs a write to the AOF and feeds it to the replicas' stream, in its propagated form
+/// (call with the key's shard locked, so both orders are the data's).
 pub fn propagate(db: usize, argv: &[&[u8]]) {
+    if let Some(s) = crate::repl::SERVER.get() {
+        s.repl.feed(db, argv);
+    }
     if let Some(aof) = &*AOF.read().unwrap_or_else(|e| e.into_inner()) {
         LAST.set(aof.append(db as u32, argv));
     }
@@ -145,11 +149,7 @@ impl Server {
                     Loader::new(u64::MAX, tx),
                     s.spawn(|| store::insert_all(&self.store, rx)),
                 )),
-                client: Client {
-                    db: 0,
-                    name: None,
-                    id: 0,
-                },
+                client: Client::new(0),
                 out: Out::default(),
             };
             let rep = Aof::load(&opts, &mut v).map_err(|e| e.to_string());

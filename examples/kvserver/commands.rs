@@ -12,6 +12,22 @@ pub struct Client {
     pub db: usize,
     pub name: Option<Vec<u8>>,
     pub id: u64,
+    /// What a replica said in `REPLCONF`.
+    pub replica: forksnap::ReplicaInfo,
+    /// `PSYNC`'s replication ID and offset: the connection becomes a replica's.
+    pub psync: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Client {
+    pub fn new(id: u64) -> Client {
+        Client {
+            db: 0,
+            name: None,
+            id,
+            replica: Default::default(),
+            psync: None,
+        }
+    }
 }
 
 /// What the connection does after a reply.
@@ -20,6 +36,8 @@ pub enum Flow {
     Continue,
     Close,
     Exit,
+    /// `PSYNC`: the connection is handed to the replica link.
+    Replica,
 }
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -91,6 +109,11 @@ const COMMANDS: &[(&str, i32)] = &[
     ("bgrewriteaof", 1),
     ("lastsave", 1),
     ("shutdown", -1),
+    ("replconf", -1),
+    ("psync", 3),
+    ("replicaof", 3),
+    ("slaveof", 3),
+    ("role", 1),
 ];
 
 /// The commands that change data: what an AOF may hold (SELECT, MULTI and EXEC are the
@@ -243,6 +266,10 @@ impl Server {
             return Flow::Continue;
         }
         self.commands.fetch_add(1, Relaxed);
+        if c.id != crate::repl::MASTER_CLIENT && is_write(&args[0]) && self.repl.is_replica() {
+            out.error("READONLY You can't write against a read only replica.");
+            return Flow::Continue;
+        }
         let a = &args[1..];
         match name.as_str() {
             "ping" => match a {
@@ -251,6 +278,23 @@ impl Server {
                 _ => out.error("ERR wrong number of arguments for 'ping' command"),
             },
             "echo" => out.bulk(&a[0]),
+            "replconf" => match c
+                .replica
+                .replconf(&a.iter().map(|x| &x[..]).collect::<Vec<_>>())
+            {
+                Ok(true) => out.ok(),
+                Ok(false) => {}
+                Err(e) => out.error(&e),
+            },
+            "psync" => {
+                c.psync = Some((a[0].clone(), a[1].clone()));
+                return Flow::Replica;
+            }
+            "replicaof" | "slaveof" => match crate::repl::SERVER.get() {
+                Some(s) => s.replicaof(&a[0], &a[1], out),
+                None => out.error("ERR the server is not started"),
+            },
+            "role" => self.role(out),
             "quit" => {
                 out.ok();
                 return Flow::Close;
@@ -1468,9 +1512,13 @@ impl Server {
                 self.expired.load(Relaxed),
                 self.persist.fork_usec(),
             );
+            // Redis has these in the stats section, before the empty line.
+            s.truncate(s.len() - 2);
+            self.repl_stats(s);
+            s.push_str("\r\n");
         }
         if want("replication") {
-            s.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+            self.repl_info(s);
         }
         if want("keyspace") {
             s.push_str("# Keyspace\r\n");
@@ -1510,6 +1558,11 @@ fn command_info(out: &mut Out, name: &str, arity: i32) {
             | "bgrewriteaof"
             | "lastsave"
             | "shutdown"
+            | "replconf"
+            | "psync"
+            | "replicaof"
+            | "slaveof"
+            | "role"
     );
     let last = if arity < 0 && matches!(name, "exists" | "del" | "unlink" | "mget" | "mset") {
         -1

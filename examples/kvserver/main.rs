@@ -36,6 +36,7 @@
 mod aof;
 mod commands;
 mod persist;
+mod repl;
 mod resp;
 mod store;
 
@@ -58,12 +59,15 @@ pub struct Server {
     pub connections: AtomicU64,
     pub commands: AtomicU64,
     pub expired: AtomicU64,
+    pub repl: repl::Repl,
 }
 
 struct Args {
     port: u16,
     bind: String,
     cfg: Config,
+    repl: repl::ReplConfig,
+    replicaof: Option<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -84,6 +88,8 @@ fn parse_args() -> Result<Args, String> {
             aof: aof::AofConfig::default(),
             digest_at_fork: false,
         },
+        repl: repl::ReplConfig::default(),
+        replicaof: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -127,6 +133,22 @@ fn parse_args() -> Result<Args, String> {
                 a.cfg.rdb_version = Some(val()?.parse().map_err(|e| format!("--rdb-version: {e}"))?)
             }
             "--thp" => {} // read by exec_with_huge_pages
+            "--replicaof" => {
+                let v = val()?;
+                let mut it = v.split_whitespace();
+                match (it.next(), it.next(), it.next()) {
+                    (Some(h), Some(p), None) => a.replicaof = Some((h.into(), p.into())),
+                    _ => return Err(format!("--replicaof: \"host port\", not {v:?}")),
+                }
+            }
+            "--repl-diskless-sync" => a.repl.diskless = yes(val()?)?,
+            "--repl-backlog-size" => {
+                a.repl.backlog_size = val()?.parse().map_err(|e| format!("{flag}: {e}"))?
+            }
+            "--repl-timeout" => {
+                let secs: u64 = val()?.parse().map_err(|e| format!("{flag}: {e}"))?;
+                a.repl.timeout = Duration::from_secs(secs.max(1));
+            }
             "--snapshot-threads" => {
                 a.cfg.snapshot_threads = val()?
                     .parse()
@@ -206,7 +228,9 @@ async fn run() {
         connections: AtomicU64::new(0),
         commands: AtomicU64::new(0),
         expired: AtomicU64::new(0),
+        repl: repl::Repl::new(args.repl),
     });
+    let _ = repl::SERVER.set(server.clone());
     // As Redis: with appendonly yes the AOF is loaded (an RDB file is not), else the RDB.
     let appendonly = server.persist.config().appendonly;
     let loaded = tokio::task::block_in_place(|| {
@@ -230,6 +254,10 @@ async fn run() {
     };
     tracing::info!("ready to accept connections on {}:{}", args.bind, args.port);
     tokio::spawn(cron(server.clone()));
+    if let Some((host, port)) = &args.replicaof {
+        let mut out = resp::Out::default();
+        server.replicaof(host.as_bytes(), port.as_bytes(), &mut out);
+    }
     tokio::spawn(signals(server.clone()));
     let mut next_id = 0;
     loop {
@@ -251,11 +279,7 @@ async fn run() {
 /// once (pipelining), read more. A malformed request closes this client only.
 async fn serve(server: &Server, mut sock: TcpStream, id: u64) {
     let _ = sock.set_nodelay(true);
-    let mut client = Client {
-        db: 0,
-        name: None,
-        id,
-    };
+    let mut client = Client::new(id);
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut out = resp::Out::default();
     loop {
@@ -293,6 +317,12 @@ async fn serve(server: &Server, mut sock: TcpStream, id: u64) {
             }
             out.0.clear();
         }
+        if flow == Flow::Replica {
+            let (id, off) = client.psync.take().expect("PSYNC sets it");
+            let info = std::mem::take(&mut client.replica);
+            server.serve_replica(sock, &client, info, &id, &off).await;
+            return;
+        }
         if flow != Flow::Continue {
             return;
         }
@@ -315,6 +345,10 @@ async fn cron(server: Arc<Server>) {
         tick.tick().await;
         server.persist.cron(&server.store);
         server.aof_cron();
+        if server.repl.is_replica() {
+            n += 1;
+            continue; // a replica's keys expire when its master says (DEL)
+        }
         let now = now_ms();
         for db in 0..DATABASES {
             for shard in (0..SHARDS).filter(|s| (db * SHARDS + s) % 10 == n % 10) {
@@ -338,11 +372,7 @@ async fn signals(server: Arc<Server>) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::info!("received a signal: shutting down");
     let mut out = resp::Out::default();
-    let mut c = Client {
-        db: 0,
-        name: None,
-        id: 0,
-    };
+    let mut c = Client::new(0);
     server.exec(&mut c, &[b"SHUTDOWN".to_vec()], &mut out);
     tracing::error!("{}", String::from_utf8_lossy(&out.0).trim());
     std::process::exit(1);

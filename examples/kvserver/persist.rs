@@ -2,7 +2,7 @@
 //! frozen by its guards), save points, and INFO persistence with Redis's field names.
 
 use crate::aof::AofConfig;
-use crate::store::{self, Loader, Store};
+use crate::store::{self, Store};
 use forksnap::{Format, LoadOptions, RunningSnapshot, SavePoints, SnapshotOptions, SnapshotReport};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -43,6 +43,13 @@ impl Config {
 
     fn options(&self) -> SnapshotOptions {
         self.snapshot_options()
+    }
+
+    /// BGSAVE's tuning for a replica's full sync (plain RDB, whatever `--format` says;
+    /// the version is the replica's).
+    pub fn sync_tuning(&self) -> impl Fn(SnapshotOptions) -> SnapshotOptions {
+        let (lzf, threads, budget) = (self.lzf, self.snapshot_threads, self.cow_budget);
+        move |o| o.lzf(lzf).threads(threads).cow_budget(budget)
     }
 
     /// The snapshot settings (BGSAVE's, and a rewrite's tuning).
@@ -138,24 +145,10 @@ impl Persist {
         };
         let t = Instant::now();
         let bytes = file.metadata().map_or(0, |m| m.len());
-        // Decode on this thread, insert on a second one (see `store::Op`).
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        let (loaded, inserted, expired) = std::thread::scope(|s| {
-            let inserter = s.spawn(|| store::insert_all(store, rx));
-            let mut loader = Loader::new(bytes, tx);
-            let loaded = forksnap::load_into(file, &LoadOptions::default(), &mut loader)
-                .map_err(|e| e.to_string());
-            let flushed = loader.flush().map_err(|e| e.to_string());
-            let expired = loader.expired_skipped;
-            drop(loader); // closes the channel: the inserter finishes
-            let inserted = inserter
-                .join()
-                .unwrap_or_else(|_| Err("the inserting thread panicked".into()));
-            (loaded.and_then(|r| flushed.map(|()| r)), inserted, expired)
-        });
-        // The inserter's error is the cause when both failed.
-        inserted.map_err(|e| format!("{}: {e}", path.display()))?;
-        let report = loaded.map_err(|e| format!("{}: {e}", path.display()))?;
+        let (report, expired) = store::load(store, bytes, false, |loader| {
+            forksnap::load_into(file, &LoadOptions::default(), loader)
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         tracing::info!(
             path = %path.display(),
             keys = report.keys - expired,
@@ -288,7 +281,8 @@ impl Persist {
             st.last_ok,
         );
         drop(st);
-        if let Some((secs, n)) = due {
+        // A replica's full sync may hold the process's one snapshot: wait for it.
+        if let Some((secs, n)) = due.filter(|_| !forksnap::snapshot_running()) {
             let _ = self.bgsave(store, &format!("{n} changes in {secs} seconds"));
         }
     }

@@ -399,6 +399,37 @@ impl Loader {
     }
 }
 
+/// Loads an RDB stream (`read` drives forksnap's loader into the given visitor) into
+/// the store on two threads: decode on this one, insert on a second (see `Op`). A
+/// replica keeps keys that have expired (its master deletes them); a master drops them.
+/// Returns the load's report and the expired keys dropped.
+pub fn load(
+    store: &Store,
+    bytes_hint: u64,
+    replica: bool,
+    read: impl FnOnce(&mut Loader) -> forksnap::Result<forksnap::LoadReport>,
+) -> Result<(forksnap::LoadReport, u64), String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (loaded, inserted, expired) = std::thread::scope(|s| {
+        let inserter = s.spawn(|| insert_all(store, rx));
+        let mut loader = Loader::new(bytes_hint, tx);
+        if replica {
+            loader.now = i64::MIN;
+        }
+        let loaded = read(&mut loader).map_err(|e| e.to_string());
+        let flushed = loader.flush().map_err(|e| e.to_string());
+        let expired = loader.expired_skipped;
+        drop(loader); // closes the channel: the inserter finishes
+        let inserted = inserter
+            .join()
+            .unwrap_or_else(|_| Err("the inserting thread panicked".into()));
+        (loaded.and_then(|r| flushed.map(|()| r)), inserted, expired)
+    });
+    // The inserter's error is the cause when both failed.
+    inserted?;
+    Ok((loaded?, expired))
+}
+
 /// The inserting thread: holds the guards of the database being loaded (no client is
 /// served yet) and puts each key in with one probe of its shard's table.
 pub fn insert_all(store: &Store, rx: std::sync::mpsc::Receiver<Vec<Op>>) -> Result<(), String> {

@@ -160,7 +160,13 @@ impl ReplicaLink {
             None => ("?".to_string(), "-1".to_string()),
         };
         link.send(&[b"PSYNC", id.as_bytes(), off.as_bytes()])?;
-        let answer = link.line("handshake")?;
+        // A master may send newlines to keep the link alive before it answers.
+        let answer = loop {
+            let l = link.line("handshake")?;
+            if !l.is_empty() {
+                break l;
+            }
+        };
         let words: Vec<&str> = answer.split(' ').collect();
         let kind = match words.as_slice() {
             ["+FULLRESYNC", id, off] if id.len() == 40 => {
