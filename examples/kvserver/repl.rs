@@ -36,7 +36,9 @@ impl Default for ReplConfig {
     fn default() -> Self {
         ReplConfig {
             diskless: true,
-            backlog_size: 1 << 20,
+            // Also every replica's buffer during its full sync (forksnap's `Master`):
+            // Redis's 1 MiB backlog would drop a replica whose sync sees more writes.
+            backlog_size: 64 << 20,
             timeout: Duration::from_secs(60),
         }
     }

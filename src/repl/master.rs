@@ -80,7 +80,11 @@ pub enum Psync {
 
 impl Master {
     /// A new replication ID (40 random hex characters), offset 0, a backlog of
-    /// `backlog_bytes` (at least 16 KiB; Redis's default is 1 MiB).
+    /// `backlog_bytes` (at least 16 KiB), allocated as it fills. Size it for the writes
+    /// of a whole full sync (fork to the replica's first ACK) as well as for a partial
+    /// resync: it plays both Redis's `repl-backlog-size` (1 MiB by default) and its
+    /// per-replica output buffer (a 256 MiB limit by default). A replica whose sync
+    /// outlasts it is dropped with [`Lagged`] and must sync again.
     pub fn new(backlog_bytes: usize) -> Master {
         let mark = super::send::eof_mark();
         let replid = mark
@@ -91,7 +95,7 @@ impl Master {
         Master {
             replid,
             offset: 0,
-            backlog: VecDeque::with_capacity(size.min(64 << 20)),
+            backlog: VecDeque::new(),
             size,
             db: None,
             scratch: Vec::new(),

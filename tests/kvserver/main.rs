@@ -8,4 +8,5 @@ mod common;
 mod aof;
 mod clients;
 mod persistence;
+mod replication;
 mod replies;

@@ -23,7 +23,7 @@ fn bgsave_done(s: &mut Server) -> String {
 
 /// Writers on their own connections: strings, counters, lists, sets, hashes and zsets
 /// (integer scores, which every server's digest prints alike), and deletions.
-fn writers(
+pub(crate) fn writers(
     port: u16,
     n: usize,
     stop: Arc<AtomicBool>,
