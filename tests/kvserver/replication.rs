@@ -134,7 +134,12 @@ fn stock_replicas_sync_from_the_example_and_follow_its_writes() {
         redis.log()
     );
     assert_eq!(kv.info("connected_slaves"), "2");
-    assert_eq!(kv.info("sync_full"), "2", "one full sync each:\n{}", kv.log());
+    assert_eq!(
+        kv.info("sync_full"),
+        "2",
+        "one full sync each:\n{}",
+        kv.log()
+    );
 
     // More writes after the sync reach both.
     let load = start_writers(kv.port);

@@ -16,6 +16,7 @@ mod encode_decode_roundtrip;
 mod field_ttls_round_trip;
 mod fork_contract;
 mod fork_snapshot_matches_debug_populate;
+mod full_sync_fanout;
 mod functions_round_trip;
 mod io_step_failures;
 mod modules_round_trip;
