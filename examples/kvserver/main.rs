@@ -142,6 +142,10 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--repl-diskless-sync" => a.repl.diskless = yes(val()?)?,
+            "--repl-diskless-sync-delay" => {
+                let secs: u64 = val()?.parse().map_err(|e| format!("{flag}: {e}"))?;
+                a.repl.diskless_delay = Duration::from_secs(secs);
+            }
             "--repl-backlog-size" => {
                 a.repl.backlog_size = val()?.parse().map_err(|e| format!("{flag}: {e}"))?
             }

@@ -28,6 +28,8 @@ use tokio::net::TcpStream;
 /// The settings (flags and CONFIG).
 pub struct ReplConfig {
     pub diskless: bool,
+    /// How long a diskless sync waits for more replicas to share its child.
+    pub diskless_delay: Duration,
     pub backlog_size: usize,
     pub timeout: Duration,
 }
@@ -36,6 +38,7 @@ impl Default for ReplConfig {
     fn default() -> Self {
         ReplConfig {
             diskless: true,
+            diskless_delay: Duration::ZERO,
             // Also every replica's buffer during its full sync (forksnap's `Master`):
             // Redis's 1 MiB backlog would drop a replica whose sync sees more writes.
             backlog_size: 64 << 20,
@@ -51,6 +54,14 @@ struct Downstream {
     port: u16,
     state: &'static str,
     ack: Arc<AtomicU64>,
+}
+
+/// A replica waiting for a diskless full sync.
+struct Waiting {
+    id: u64,
+    fd: std::os::fd::RawFd,
+    version: u8,
+    done: tokio::sync::oneshot::Sender<Result<u64, String>>,
 }
 
 /// The link to our master, when we are a replica.
@@ -75,6 +86,11 @@ struct Stats {
     full: u64,
     partial_ok: u64,
     partial_err: u64,
+    /// The last full sync's child: copy-on-write peak, bytes sent.
+    last_cow: u64,
+    last_bytes: u64,
+    /// Sync children forked (diskless: one may feed several replicas).
+    children: u64,
 }
 
 pub struct Repl {
@@ -84,6 +100,7 @@ pub struct Repl {
     feeding: AtomicBool,
     fed: tokio::sync::Notify,
     replicas: Mutex<Vec<Downstream>>,
+    pending: Mutex<Vec<Waiting>>,
     upstream: Mutex<Option<Upstream>>,
     stats: Mutex<Stats>,
 }
@@ -107,6 +124,7 @@ impl Repl {
             feeding: AtomicBool::new(false),
             fed: tokio::sync::Notify::new(),
             replicas: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
             upstream: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
         }
@@ -362,26 +380,85 @@ impl Server {
         }
     }
 
+    /// A diskless full sync: the replica joins the pending ones; the first of them
+    /// leads: after `repl-diskless-sync-delay` it forks one child for every replica
+    /// waiting by then (one walk, several sockets, the oldest RDB version any of them
+    /// needs). The stream starts at the returned offset.
     async fn sync_diskless(
         &self,
         sock: &mut TcpStream,
         id: u64,
         info: &ReplicaInfo,
     ) -> Result<u64, String> {
-        let cfg = self.persist.config().sync_tuning();
-        let fd = sock.as_raw_fd();
-        let version = info.rdb_version();
-        let timeout = lock(&self.repl.cfg).timeout;
-        let (mut running, _, at) = self
-            .start_sync_snapshot(|line| {
-                cfg(SnapshotOptions::for_replicas(&[fd], line.as_bytes()))
+        let (done, result) = tokio::sync::oneshot::channel();
+        let leader = {
+            let mut p = lock(&self.repl.pending);
+            p.push(Waiting {
+                id,
+                fd: sock.as_raw_fd(),
+                version: info.rdb_version(),
+                done,
+            });
+            p.len() == 1
+        };
+        if leader {
+            self.lead_diskless_sync().await;
+        }
+        result
+            .await
+            .map_err(|_| "the sync ended without a result".to_string())?
+    }
+
+    async fn lead_diskless_sync(&self) {
+        let (delay, timeout) = {
+            let c = lock(&self.repl.cfg);
+            (c.diskless_delay, c.timeout)
+        };
+        tokio::time::sleep(delay).await;
+        let tuning = self.persist.config().sync_tuning();
+        let (mut running, batch, at) = loop {
+            let (started, batch, at) = {
+                let frozen = self.store.freeze();
+                let batch = std::mem::take(&mut *lock(&self.repl.pending));
+                if batch.is_empty() {
+                    return; // another leader took them
+                }
+                let fds: Vec<_> = batch.iter().map(|w| w.fd).collect();
+                let version = batch.iter().map(|w| w.version).min().unwrap_or(10);
+                let mut m = lock(&self.repl.master);
+                self.repl.feeding.store(true, Relaxed);
+                let line = m.full_resync();
+                let at = m.offset();
+                drop(m);
+                let opts = tuning(SnapshotOptions::for_replicas(&fds, line.as_bytes()))
                     .rdb_version(version)
-                    .replica_timeout(timeout)
-            })
-            .await?;
-        self.set_state(id, "send_bulk");
+                    .replica_timeout(timeout);
+                (opts.start(&frozen), batch, at)
+            };
+            match started {
+                Ok(r) => break (r, batch, at),
+                Err(forksnap::Error::AlreadyRunning) => {
+                    // A BGSAVE or rewrite holds the process's one snapshot: wait (and let
+                    // later replicas join), as Redis delays a sync during a BGSAVE.
+                    lock(&self.repl.pending).splice(0..0, batch);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    for w in batch {
+                        let _ = w
+                            .done
+                            .send(Err(format!("can't start the sync's snapshot: {e}")));
+                    }
+                    return;
+                }
+            }
+        };
+        lock(&self.repl.stats).children += 1;
+        for w in &batch {
+            self.set_state(w.id, "send_bulk");
+        }
         tracing::info!(
-            replica = id,
+            replicas = batch.len(),
             pid = running.pid(),
             "starting diskless full sync"
         );
@@ -389,19 +466,32 @@ impl Server {
             match running.poll() {
                 Ok(Some(r)) => break r,
                 Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
-                Err(e) => return Err(format!("full sync failed: {e}")),
+                Err(e) => {
+                    for w in batch {
+                        let _ = w.done.send(Err(format!("full sync failed: {e}")));
+                    }
+                    return;
+                }
             }
         };
-        if let Some(e) = report.replicas.first().and_then(|r| r.error.clone()) {
-            return Err(format!("full sync to the replica failed: {e}"));
-        }
         tracing::info!(
-            replica = id,
+            replicas = batch.len(),
             keys = report.keys(),
             bytes = report.bytes_written,
+            cow_peak = report.cow.peak_bytes,
             "diskless full sync sent"
         );
-        Ok(at)
+        {
+            let mut st = lock(&self.repl.stats);
+            st.last_cow = report.cow.peak_bytes;
+            st.last_bytes = report.bytes_written;
+        }
+        for (w, r) in batch.into_iter().zip(&report.replicas) {
+            let _ = w.done.send(match &r.error {
+                None => Ok(at),
+                Some(e) => Err(format!("full sync to the replica failed: {e}")),
+            });
+        }
     }
 
     /// `repl-diskless-sync no`: a snapshot to a file, then `$<len>` and the file.
@@ -418,6 +508,7 @@ impl Server {
         let (mut running, line, at) = self
             .start_sync_snapshot(|_| cfg(SnapshotOptions::new(&path)).rdb_version(version))
             .await?;
+        lock(&self.repl.stats).children += 1;
         sock.write_all(line.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
@@ -437,7 +528,12 @@ impl Server {
             }
         };
         let sent = async {
-            polled?;
+            let report = polled?;
+            {
+                let mut st = lock(&self.repl.stats);
+                st.last_cow = report.cow.peak_bytes;
+                st.last_bytes = report.bytes_written;
+            }
             self.set_state(id, "send_bulk");
             let mut f = tokio::fs::File::open(&path)
                 .await
@@ -574,8 +670,10 @@ impl Server {
         let st = lock(&self.repl.stats);
         let _ = write!(
             s,
-            "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n",
-            st.full, st.partial_ok, st.partial_err
+            "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\
+             forksnap_last_sync_cow_peak:{}\r\nforksnap_last_sync_bytes:{}\r\n\
+             forksnap_sync_children:{}\r\n",
+            st.full, st.partial_ok, st.partial_err, st.last_cow, st.last_bytes, st.children
         );
     }
 

@@ -94,7 +94,10 @@ fn valkey_digest_as_redis(v: &mut Server) -> String {
 
 #[test]
 fn stock_replicas_sync_from_the_example_and_follow_its_writes() {
-    let Some(mut kv) = Server::start(Kind::KvServer) else {
+    // Replicas arriving within 3 s share one child (one walk, two sockets).
+    let Some(mut kv) =
+        Server::start_args(Kind::KvServer, None, &["--repl-diskless-sync-delay", "3"])
+    else {
         return;
     };
     fill_by_commands(kv.conn(), &datasets::edge_cases(false));
@@ -138,6 +141,12 @@ fn stock_replicas_sync_from_the_example_and_follow_its_writes() {
         kv.info("sync_full"),
         "2",
         "one full sync each:\n{}",
+        kv.log()
+    );
+    assert_eq!(
+        kv.info("forksnap_sync_children"),
+        "1",
+        "one child fed both:\n{}",
         kv.log()
     );
 
