@@ -9,8 +9,8 @@
 //! Read it in this order: `store.rs` (the sharded keyspace, and the two small types that
 //! connect it to forksnap: `Frozen`, a `Keyspace`, and `Loader`, a `LoadVisitor`),
 //! `persist.rs` (SAVE, BGSAVE, save points, INFO persistence), `aof.rs` (the append-only
-//! file: replay, logging under the key's lock, replies held until safe, rewrites), then
-//! `commands.rs`.
+//! file: replay, logging under the key's lock, replies held until safe, rewrites),
+//! `repl.rs` (replication both ways), then `commands.rs`.
 //! Flags as redis-server's: `--port --bind --dir --dbfilename --save --appendonly`, and
 //! forksnap's: `--format rdb|lz4 --lzf yes|no --direct yes|no --rdb-version N
 //! --cow-budget BYTES --snapshot-threads N --thp`; for tests, `--digest-at-fork yes` (INFO
@@ -26,7 +26,15 @@
 //!   `--aof-use-rdb-preamble`, `--aof-timestamp-enabled`, BGREWRITEAOF) as
 //!   Redis 7's multi-part AOF; BGREWRITEAOF with AOF off is an error (Redis writes one).
 //!   A failed AOF write drops the clients whose writes it held instead of `-MISCONF`.
-//! - No replication, no `MULTI`, no pub/sub.
+//! - Replication (`REPLICAOF host port`, `--replicaof "host port"`, `REPLICAOF NO ONE`,
+//!   `ROLE`, `INFO replication`, `--repl-diskless-sync yes|no`,
+//!   `--repl-diskless-sync-delay SECS` (default 0: Redis's is 5), `--repl-backlog-size`
+//!   (default 64 MiB: it is also every replica's buffer during its full sync, where Redis
+//!   has a 1 MiB backlog and a 256 MiB output-buffer limit), `--repl-timeout`) with
+//!   Redis 7 replicas and masters; no `WAIT`, no `AUTH` to a master, no chained
+//!   replication's ID inheritance (a replica of this server re-syncs fully when this
+//!   server changes master).
+//! - No `MULTI`, no pub/sub.
 //! - `INFO` has the sections clients use (server, clients, memory, persistence with
 //!   Redis's field names plus `forksnap_*`, stats, replication, keyspace); `used_memory`
 //!   is the RSS. `CONFIG` knows `save`, `appendonly`, `dir`, `dbfilename`, `databases`.

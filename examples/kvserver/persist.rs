@@ -46,10 +46,11 @@ impl Config {
     }
 
     /// BGSAVE's tuning for a replica's full sync (plain RDB, whatever `--format` says;
-    /// the version is the replica's).
+    /// the version is the replica's; LZF as forksnap's default for the target: off for
+    /// sockets, `--lzf` for the disk-based sync's file).
     pub fn sync_tuning(&self) -> impl Fn(SnapshotOptions) -> SnapshotOptions {
-        let (lzf, threads, budget) = (self.lzf, self.snapshot_threads, self.cow_budget);
-        move |o| o.lzf(lzf).threads(threads).cow_budget(budget)
+        let (threads, budget) = (self.snapshot_threads, self.cow_budget);
+        move |o| o.threads(threads).cow_budget(budget)
     }
 
     /// The snapshot settings (BGSAVE's, and a rewrite's tuning).

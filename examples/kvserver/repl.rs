@@ -207,6 +207,9 @@ impl Server {
             };
             if kind == SyncKind::Full {
                 lock(state).syncing = true;
+                // A new history: this server's own replicas must sync again.
+                let size = lock(&self.repl.cfg).backlog_size;
+                *lock(&self.repl.master) = Master::new(size);
                 tracing::info!(replid = link.replid(), "full resync from master");
                 self.flush_all();
                 let t = Instant::now();
@@ -244,9 +247,23 @@ impl Server {
                 }
                 match link.next_command() {
                     Ok(Some(cmd)) => {
-                        client.db = cmd.db as usize;
-                        self.exec(&mut client, &cmd.argv, &mut out);
-                        out.0.clear();
+                        // A transaction's commands apply one by one (no MULTI here).
+                        let name = &cmd.argv[0];
+                        if !name.eq_ignore_ascii_case(b"multi")
+                            && !name.eq_ignore_ascii_case(b"exec")
+                        {
+                            client.db = cmd.db as usize;
+                            self.exec(&mut client, &cmd.argv, &mut out);
+                            if out.0.first() == Some(&b'-') {
+                                // The data now differs from the master's: say so.
+                                tracing::warn!(
+                                    command = %String::from_utf8_lossy(name),
+                                    reply = %String::from_utf8_lossy(&out.0).trim_end(),
+                                    "a command from the master failed here"
+                                );
+                            }
+                            out.0.clear();
+                        }
                         let mut s = lock(state);
                         s.offset = cmd.offset;
                         s.last_io = Some(Instant::now());
@@ -502,11 +519,14 @@ impl Server {
         info: &ReplicaInfo,
     ) -> Result<u64, String> {
         let cfg = self.persist.config().sync_tuning();
-        let dir = self.persist.config().dir.clone();
+        let (dir, lzf) = {
+            let c = self.persist.config();
+            (c.dir.clone(), c.lzf)
+        };
         let path = dir.join(format!("temp-sync-{}-{id}.rdb", std::process::id()));
         let version = info.rdb_version();
         let (mut running, line, at) = self
-            .start_sync_snapshot(|_| cfg(SnapshotOptions::new(&path)).rdb_version(version))
+            .start_sync_snapshot(|_| cfg(SnapshotOptions::new(&path).lzf(lzf)).rdb_version(version))
             .await?;
         lock(&self.repl.stats).children += 1;
         sock.write_all(line.as_bytes())
@@ -567,6 +587,7 @@ impl Server {
                 read_acks(&mut buf, ack);
             }
         };
+        let replid = lock(&self.repl.master).replid().to_string();
         let send = async {
             let mut out = Vec::with_capacity(64 << 10);
             loop {
@@ -574,9 +595,16 @@ impl Server {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 out.clear();
-                let n = lock(&self.repl.master)
-                    .read_from(from, &mut out, 1 << 20)
-                    .map_err(|e| e.to_string())?;
+                let n = {
+                    let m = lock(&self.repl.master);
+                    if m.replid() != replid {
+                        return Err(
+                            "this server's history changed (it synced from its own master)".into(),
+                        );
+                    }
+                    m.read_from(from, &mut out, 1 << 20)
+                        .map_err(|e| e.to_string())?
+                };
                 if n == 0 {
                     // Woken by a write, or once a second for Redis's PING.
                     let tick = tokio::time::timeout(Duration::from_secs(1), notified).await;

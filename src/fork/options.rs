@@ -128,8 +128,15 @@ impl SnapshotOptions {
     /// `queue_depth`, `batch`, `pacing_bytes`, `max_write_rate`, `workers`) do not
     /// apply; the format must be [`Format::Rdb`]; choose the version the replicas load
     /// ([`ReplicaInfo::rdb_version`](crate::ReplicaInfo::rdb_version)).
+    ///
+    /// LZF is off by default here (on for files): on loopback a full sync of 10M
+    /// `DEBUG POPULATE` keys from examples/kvserver to itself took a median 8.71 s without
+    /// LZF and 12.36 s with it, the master's child and the replica sharing 2 cores
+    /// (`tools/compare-repl`, docs/PERFORMANCE.md). Turn it on with
+    /// [`lzf(true)`](Self::lzf) for a link slower than the encoder (about 1 Gb/s for that
+    /// data, whose plain RDB is 3.3 times its LZF one).
     pub fn for_replicas(sockets: &[RawFd], first: &[u8]) -> Self {
-        let mut o = SnapshotOptions::new(PathBuf::new());
+        let mut o = SnapshotOptions::new(PathBuf::new()).lzf(false);
         o.replicas = Some(crate::repl::Replicas {
             fds: sockets.to_vec(),
             first: first.to_vec(),

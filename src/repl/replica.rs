@@ -8,7 +8,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// How a replica links to its master.
+/// How a replica links to its master. (No `AUTH` is sent: a master that requires a
+/// password refuses the handshake, and the error says so.)
 #[derive(Clone, Debug)]
 pub struct ReplicaOptions {
     listening_port: u16,
