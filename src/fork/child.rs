@@ -145,7 +145,7 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         opts.path.clone(),
         opts.write.faults.clone(),
     );
-    let mut last = Instant::now();
+    let mut progress = Throttled::new(wr);
     // The memory probe runs once, half-way through the walk (at the latest at the
     // encoder's report after its last key): by then the arenas, chunk buffers and ring
     // are all in use (the encoder allocates nothing more in steady state,
@@ -173,14 +173,7 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
                     *slot = Some(take_probe());
                 }
             }
-            if last.elapsed() >= Duration::from_millis(200) {
-                last = Instant::now();
-                send(
-                    wr,
-                    &mut Msg::new(report::PROGRESS).u64(keys).u64(raw).u64(written),
-                    false,
-                );
-            }
+            progress.tick(keys, raw, written);
         },
     );
     match res {
@@ -193,14 +186,7 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
                 Some(Some(taken)) => taken,
                 None => (None, 0),
             };
-            let dbs = r.summary.keys_per_db.iter().zip(&r.summary.skipped_per_db);
-            for ((db, n), (_, skipped)) in dbs {
-                let mut m = Msg::new(report::DB_KEYS)
-                    .u64(u64::from(*db))
-                    .u64(*n)
-                    .u64(*skipped);
-                send(wr, &mut m, true);
-            }
+            send_db_keys(wr, &r.summary);
             send(
                 wr,
                 &mut Msg::new(report::BACKEND_REASON).str(&r.backend_reason),
@@ -227,21 +213,14 @@ fn child_sync(
     wr: i32,
     t: Instant,
 ) -> bool {
-    let mut last = Instant::now();
+    let mut progress = Throttled::new(wr);
     let res = crate::repl::stream_snapshot(
         ks,
         &opts.effective_encode(),
         opts.write.chunk_size,
         to,
         &mut |keys, raw, written| {
-            if last.elapsed() >= Duration::from_millis(200) {
-                last = Instant::now();
-                send(
-                    wr,
-                    &mut Msg::new(report::PROGRESS).u64(keys).u64(raw).u64(written),
-                    false,
-                );
-            }
+            progress.tick(keys, raw, written);
         },
     );
     match res {
@@ -255,14 +234,7 @@ fn child_sync(
                     .str(step);
                 send(wr, &mut m, true);
             }
-            let dbs = s.summary.keys_per_db.iter().zip(&s.summary.skipped_per_db);
-            for ((db, n), (_, skipped)) in dbs {
-                let mut m = Msg::new(report::DB_KEYS)
-                    .u64(u64::from(*db))
-                    .u64(*n)
-                    .u64(*skipped);
-                send(wr, &mut m, true);
-            }
+            send_db_keys(wr, &s.summary);
             let why = format!(
                 "replica sockets: non-blocking send and poll ({} waits for a slow replica)",
                 s.waits
@@ -312,5 +284,40 @@ fn send_error(wr: i32, e: Error) {
                 true,
             );
         }
+    }
+}
+
+/// Progress reports, at most one per 200 ms (they are hints: a full pipe drops one).
+struct Throttled {
+    wr: i32,
+    last: Instant,
+}
+
+impl Throttled {
+    fn new(wr: i32) -> Self {
+        Throttled {
+            wr,
+            last: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, keys: u64, raw: u64, written: u64) {
+        if self.last.elapsed() >= Duration::from_millis(200) {
+            self.last = Instant::now();
+            let mut m = Msg::new(report::PROGRESS).u64(keys).u64(raw).u64(written);
+            send(self.wr, &mut m, false);
+        }
+    }
+}
+
+/// The keys (and skipped keys) per database, before the final report.
+fn send_db_keys(wr: i32, summary: &crate::rdb::EncodeSummary) {
+    let dbs = summary.keys_per_db.iter().zip(&summary.skipped_per_db);
+    for ((db, n), (_, skipped)) in dbs {
+        let mut m = Msg::new(report::DB_KEYS)
+            .u64(u64::from(*db))
+            .u64(*n)
+            .u64(*skipped);
+        send(wr, &mut m, true);
     }
 }

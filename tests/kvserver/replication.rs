@@ -216,7 +216,9 @@ fn a_disk_based_sync_sends_the_rdb_with_its_length() {
 
 /// The example as the replica: the master holds 1M keys (populate and the writers'
 /// collections) and a client writes to it during and after the sync.
-fn example_follows(kind: Kind, extra: &[&str]) {
+/// `transfer`: what the master's log says of the sync's target (`disk`: a
+/// length-prefixed RDB; `replicas sockets`: EOF-marked).
+fn example_follows(kind: Kind, extra: &[&str], transfer: &str) {
     let Some(mut master) = Server::start_args(kind, None, extra) else {
         return;
     };
@@ -257,6 +259,11 @@ fn example_follows(kind: Kind, extra: &[&str]) {
         "the example replica of {kind:?} after {writes} writes"
     );
     assert!(kv.dbsize_all() >= 1_000_000);
+    assert!(
+        master.log().contains(transfer),
+        "the master's sync was not {transfer:?}:\n{}",
+        master.log()
+    );
     // A replica refuses clients' writes, as Redis's.
     assert!(
         matches!(kv.conn().cmd(&[b"SET", b"x", b"1"]), Reply::Error(e) if e.starts_with("READONLY"))
@@ -271,14 +278,23 @@ fn example_follows(kind: Kind, extra: &[&str]) {
     assert_eq!(kv.info("role"), "master");
 }
 
+/// With `repl-diskless-sync no`: the RDB comes length-prefixed, the stream right after.
 #[test]
 fn the_example_replicates_a_redis_70_master_under_writes() {
-    example_follows(Kind::Redis70, &["--repl-diskless-sync-delay", "0"]);
+    example_follows(
+        Kind::Redis70,
+        &["--repl-diskless-sync", "no"],
+        "target: disk",
+    );
 }
 
 #[test]
 fn the_example_replicates_a_valkey_91_master_under_writes() {
-    example_follows(Kind::Valkey91, &["--repl-diskless-sync-delay", "0"]);
+    example_follows(
+        Kind::Valkey91,
+        &["--repl-diskless-sync-delay", "0"],
+        "target: replicas sockets",
+    );
 }
 
 /// A hand-driven replica: the handshake of a Redis 7 replica, then raw socket access.
