@@ -252,7 +252,7 @@ impl ReplicaLink {
                 if left > 0 {
                     return Err(self.fail(
                         "transfer",
-                        format!("the RDB ended {left} bytes before its announced length"),
+                        format!("{left} bytes of the announced length follow the RDB's end"),
                     ));
                 }
             }

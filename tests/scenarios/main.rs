@@ -29,6 +29,7 @@ mod reader_loads_server_files;
 mod reader_rejects_damage;
 mod redis_loads_snapshot;
 mod registered_buffers;
+mod replica_link;
 mod second_start_is_already_running;
 mod skipped_values_are_counted;
 mod streaming_load;
