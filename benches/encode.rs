@@ -9,6 +9,13 @@ use forksnap::rdb::{encode, lzf, ChunkSink, Crc64, EncodeOptions};
 use forksnap::Result;
 use std::ops::ControlFlow;
 
+// The snapbench datasets (the `mixed` shape's values) and the reference LZF of the tests.
+#[allow(dead_code)]
+#[path = "../tools/snapbench/datasets.rs"]
+mod datasets;
+#[path = "../tests/common/lzf_ref.rs"]
+mod lzf_ref;
+
 const KEYS: u64 = 200_000;
 
 struct Discard;
@@ -76,6 +83,67 @@ fn bench_encode(c: &mut Criterion) {
             });
             n
         })
+    });
+    g.finish();
+}
+
+/// forksnap's LZF against the reference (liblzf's algorithm, tests/common/lzf_ref.rs) on
+/// the `mixed` dataset's string values that LZF is tried on (over 20 bytes): the same
+/// 100k keys snapbench makes by default. Prints each one's compressed size once.
+fn bench_lzf_reference(c: &mut Criterion) {
+    let spec = datasets::Spec {
+        dataset: datasets::Dataset::Mixed,
+        keys: 100_000,
+        value_size: 100,
+        values: datasets::Values::Zero,
+        seed: 1,
+    };
+    let ks = datasets::build(&spec);
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for db in ks.databases() {
+        ks.walk(db.index, &mut |e| {
+            if let forksnap::Value::Str(s) = e.value {
+                if s.len() > 20 {
+                    values.push(s.to_vec());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    let total: usize = values.iter().map(|v| v.len()).sum();
+    let mut out = vec![0u8; values.iter().map(|v| v.len()).max().unwrap_or(0)];
+    let mut table = Box::new([0u32; lzf::HASH_SIZE]);
+    let mut ref_table = vec![0u32; 1 << 16];
+    // Redis stores a value compressed only if it saves at least 4 bytes.
+    let ours = |out: &mut [u8], table: &mut [u32; lzf::HASH_SIZE]| -> usize {
+        values
+            .iter()
+            .map(|v| lzf::compress(v, &mut out[..v.len() - 4], table).unwrap_or(v.len()))
+            .sum()
+    };
+    let reference = |out: &mut [u8], table: &mut [u32]| -> usize {
+        values
+            .iter()
+            .map(|v| lzf_ref::compress(v, &mut out[..v.len() - 4], table).unwrap_or(v.len()))
+            .sum()
+    };
+    let (a, b) = (
+        ours(&mut out, &mut table),
+        reference(&mut out, &mut ref_table),
+    );
+    eprintln!(
+        "lzf-vs-reference: {} values, {total} bytes; forksnap {a} bytes, reference {b} bytes \
+         ({:+.2}%)",
+        values.len(),
+        (a as f64 / b as f64 - 1.0) * 100.0
+    );
+    let mut g = c.benchmark_group("lzf-vs-reference");
+    g.throughput(Throughput::Bytes(total as u64));
+    g.bench_function("forksnap_mixed_strings", |bch| {
+        bch.iter(|| ours(&mut out, &mut table))
+    });
+    g.bench_function("reference_mixed_strings", |bch| {
+        bch.iter(|| reference(&mut out, &mut ref_table))
     });
     g.finish();
 }
@@ -179,5 +247,5 @@ fn bench_blocks(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_blocks);
+criterion_group!(benches, bench_encode, bench_blocks, bench_lzf_reference);
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod datasets;
+pub mod lzf_ref;
 
 use forksnap::keyspace::MemKeyspace;
 use forksnap::MemValue;

@@ -19,6 +19,7 @@ mod fork_snapshot_matches_debug_populate;
 mod full_sync_fanout;
 mod functions_round_trip;
 mod io_step_failures;
+mod lzf_reference;
 mod modules_round_trip;
 mod oversized_buffers_are_refused;
 mod parallel_child;

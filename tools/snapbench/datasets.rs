@@ -11,11 +11,11 @@
 //! The same generator writes the dataset as Redis commands (`--emit-commands`), so that
 //! `tools/compare-peers` fills a server with exactly the data snapbench snapshots.
 
-use clap::ValueEnum;
 use forksnap::{MemKeyspace, MemValue};
 use std::io::Write;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Dataset {
     Populate,
     Mixed,
@@ -23,7 +23,8 @@ pub enum Dataset {
 }
 
 /// Value content of the `populate` dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Values {
     /// `value:<i>` padded with zero bytes: DEBUG POPULATE's own values.
     Zero,
