@@ -1,16 +1,17 @@
 //! A reference LZF compressor for the tests and benches: liblzf 3.6's algorithm with the
 //! choices Redis builds it with (`HLOG 16`: a 64K-entry table of positions hashed from
 //! three bytes; `VERY_FAST`: the two positions after a match hashed in; no skipping;
-//! matches extended byte by byte), written here from the algorithm's description. One
-//! difference: liblzf does not clear its table between calls (a stale entry can add a
-//! match), this one starts from a cleared table, so its output is liblzf's on a fresh
-//! table. forksnap's own compressor is `forksnap::rdb::lzf`; this one exists to measure
-//! it against (benches/encode.rs, "lzf-vs-reference") and never ships.
+//! matches extended byte by byte), written here from the algorithm's description. As
+//! liblzf, it does not clear its table between calls (a stale entry is used only if it
+//! points before the current position, within reach, at the same three bytes, so it
+//! can add a match, never a wrong one). forksnap's own compressor is
+//! `forksnap::rdb::lzf`; this one exists to measure it against (benches/encode.rs,
+//! "lzf-vs-reference") and never ships.
 //!
 //! Checked by hand on 2026-11-30 against Redis 7.0.15's `DUMP` of 200 text values of
-//! 25–1,600 bytes (its LZF blobs): 154 of the 155 it compressed were byte for byte this
-//! compressor's output; the other was 3 bytes shorter in Redis (a stale table entry's
-//! extra match).
+//! 25–1,600 bytes (its LZF blobs), with the table cleared before each value: 154 of the
+//! 155 it compressed were byte for byte this compressor's output; the other was 3 bytes
+//! shorter in Redis (a stale entry of its uncleared table: an extra match).
 
 const HLOG: u32 = 16;
 const HSIZE: usize = 1 << HLOG;
@@ -24,9 +25,8 @@ fn idx(h: u32) -> usize {
 
 /// Compresses `input` into `out` (its length is the limit, as liblzf's `out_len`):
 /// the compressed length, or `None` when it does not fit. `table` must hold `1 << 16`
-/// entries; it is cleared here.
+/// entries, zeroed before the first call and kept across calls.
 pub fn compress(input: &[u8], out: &mut [u8], table: &mut [u32]) -> Option<usize> {
-    table[..HSIZE].fill(0);
     let n = input.len();
     let out_end = out.len();
     if n == 0 || out_end == 0 {
