@@ -98,32 +98,29 @@ pub fn compress(input: &[u8], out: &mut [u8], table: &mut [u32]) -> Option<usize
             if op >= out_end {
                 return None;
             }
-            lit += 1;
-            out[op] = input[ip];
-            op += 1;
-            ip += 1;
-            if lit == MAX_LIT {
-                out[op - lit - 1] = (lit - 1) as u8;
-                lit = 0;
-                op += 1;
-            }
+            literal(input, out, &mut ip, &mut op, &mut lit);
         }
     }
     if op + 3 > out_end {
         return None;
     }
     while ip < n {
-        lit += 1;
-        out[op] = input[ip];
-        op += 1;
-        ip += 1;
-        if lit == MAX_LIT {
-            out[op - lit - 1] = (lit - 1) as u8;
-            lit = 0;
-            op += 1;
-        }
+        literal(input, out, &mut ip, &mut op, &mut lit);
     }
     out[op - lit - 1] = (lit as u8).wrapping_sub(1);
     op -= usize::from(lit == 0);
     Some(op)
+}
+
+/// Copies one literal byte; a run that reaches 32 bytes is closed and a new one started.
+fn literal(input: &[u8], out: &mut [u8], ip: &mut usize, op: &mut usize, lit: &mut usize) {
+    *lit += 1;
+    out[*op] = input[*ip];
+    *op += 1;
+    *ip += 1;
+    if *lit == MAX_LIT {
+        out[*op - *lit - 1] = (*lit - 1) as u8;
+        *lit = 0;
+        *op += 1;
+    }
 }

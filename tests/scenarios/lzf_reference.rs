@@ -41,12 +41,12 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let r = x >> 33;
-        if r % 7 == 0 {
+        if r.is_multiple_of(7) {
             v.extend_from_slice((r % 100_000).to_string().as_bytes());
         } else {
             v.extend_from_slice(WORDS[(r % WORDS.len() as u64) as usize].as_bytes());
         }
-        v.push(if r % 5 == 0 { b',' } else { b' ' });
+        v.push(if r.is_multiple_of(5) { b',' } else { b' ' });
     }
     v.truncate(len);
     v
