@@ -2,7 +2,7 @@
 
 use crate::persist::{unix_secs, BgsaveError};
 use crate::resp::Out;
-use crate::store::{now_ms, Guard, Item, Shard, Val, ZSet, DATABASES, SHARDS};
+use crate::store::{now_ms, Guard, Item, Val, ZSet, DATABASES, SHARDS};
 use crate::Server;
 use forksnap::{dataset_digest, format_score, value_digest, Digest, SavePoints};
 use std::collections::VecDeque;
@@ -324,13 +324,7 @@ impl Server {
                     // client falls between the two in the AOF.
                     let dbs = if all { 0..DATABASES } else { c.db..c.db + 1 };
                     let mut guards: Vec<_> = dbs.flat_map(|d| self.store.lock_db(d)).collect();
-                    for g in &mut guards {
-                        let db = g.db;
-                        **g = Shard {
-                            db,
-                            ..Shard::default()
-                        };
-                    }
+                    guards.iter_mut().for_each(|g| g.clear());
                     self.wrote(c, &name, a);
                 }
                 if all && !self.persist.config().save.is_empty() {

@@ -12,7 +12,7 @@
 
 use crate::commands::Client;
 use crate::resp::Out;
-use crate::store::{self, Shard, DATABASES};
+use crate::store::{self, DATABASES};
 use crate::Server;
 use forksnap::{
     Master, Psync, ReplicaInfo, ReplicaLink, ReplicaOptions, SnapshotOptions, SyncKind,
@@ -101,6 +101,8 @@ pub struct Repl {
     fed: tokio::sync::Notify,
     replicas: Mutex<Vec<Downstream>>,
     pending: Mutex<Vec<Waiting>>,
+    /// When the stream last got a PING.
+    last_ping: Mutex<Option<Instant>>,
     upstream: Mutex<Option<Upstream>>,
     stats: Mutex<Stats>,
 }
@@ -125,6 +127,7 @@ impl Repl {
             fed: tokio::sync::Notify::new(),
             replicas: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
+            last_ping: Mutex::new(None),
             upstream: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
         }
@@ -283,13 +286,7 @@ impl Server {
     /// Empties every database (a full sync's start), as FLUSHALL without logging.
     fn flush_all(&self) {
         let mut guards: Vec<_> = (0..DATABASES).flat_map(|d| self.store.lock_db(d)).collect();
-        for g in &mut guards {
-            let db = g.db;
-            **g = Shard {
-                db,
-                ..Shard::default()
-            };
-        }
+        guards.iter_mut().for_each(|g| g.clear());
     }
 
     /// `PSYNC` on connection `c`: the connection is now a replica's. Returns when the
@@ -625,15 +622,10 @@ impl Server {
 
     /// A `PING` in the stream every 10 s, as Redis's `repl-ping-replica-period`.
     fn ping_replicas(&self) {
-        static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-        let mut last = lock(&LAST);
+        let mut last = lock(&self.repl.last_ping);
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
-            let mut m = lock(&self.repl.master);
-            let mut ping = Vec::new();
-            ping.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-            m.feed_raw(&ping);
-            drop(m);
+            lock(&self.repl.master).feed_raw(b"*1\r\n$4\r\nPING\r\n");
             self.repl.fed.notify_waiters();
         }
     }

@@ -144,6 +144,14 @@ impl Shard {
         }
         self.map.get_mut(key)
     }
+    /// Empties the shard (FLUSHALL/FLUSHDB, a replica's full sync).
+    pub fn clear(&mut self) {
+        *self = Shard {
+            db: self.db,
+            ..Shard::default()
+        };
+    }
+
     pub fn insert(&mut self, key: impl Into<Box<[u8]>>, item: Item) {
         let adds = item.expire.is_some() as usize;
         if let Some(old) = self.map.insert(key.into(), item) {
