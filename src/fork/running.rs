@@ -43,7 +43,8 @@ pub struct RunningSnapshot {
     last_stat: Instant,
     /// The pipe reached end of file: the child closed it (it exited).
     eof: bool,
-    tmp: PathBuf,
+    /// The child's temp file (`None`: a full sync to replicas writes no file).
+    tmp: Option<PathBuf>,
     target: PathBuf,
     started: Instant,
     fork_us: u64,
@@ -57,8 +58,6 @@ pub struct RunningSnapshot {
     summary: EncodeSummary,
     backend_reason: String,
     done: bool,
-    /// A full sync: no file, so no temp file to remove.
-    to_replicas: bool,
     replica_fds: Vec<RawFd>,
     replicas: Vec<crate::repl::ReplicaTransfer>,
 }
@@ -86,7 +85,10 @@ impl RunningSnapshot {
             child_cpu_ticks: 0,
             last_stat: started,
             eof: false,
-            tmp: temp_path(&opts.path, &pid.to_string()),
+            tmp: opts
+                .replicas
+                .is_none()
+                .then(|| temp_path(&opts.path, &pid.to_string())),
             target: opts.path.clone(),
             started,
             fork_us,
@@ -99,7 +101,6 @@ impl RunningSnapshot {
             summary: EncodeSummary::default(),
             backend_reason: String::new(),
             done: false,
-            to_replicas: opts.replicas.is_some(),
             replica_fds: opts.replicas.as_ref().map_or(Vec::new(), |r| r.fds.clone()),
             replicas: Vec::new(),
         }
@@ -120,9 +121,16 @@ impl RunningSnapshot {
         self.sampler.figures()
     }
 
-    /// The temp file the child writes.
+    /// The temp file the child writes (empty for a full sync to replicas).
     pub fn temp_path(&self) -> &Path {
-        &self.tmp
+        self.tmp.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Removes the child's temp file, if it writes one.
+    fn remove_tmp(&self) {
+        if let Some(t) = &self.tmp {
+            let _ = std::fs::remove_file(t);
+        }
     }
 
     /// Reads every report available; true if any arrived.
@@ -211,9 +219,8 @@ impl RunningSnapshot {
                 r.path = self.target.clone();
                 r.fork_us = self.fork_us;
                 r.backend_reason = std::mem::take(&mut self.backend_reason);
-                if self.to_replicas {
-                    r.backend = None;
-                    r.path = PathBuf::new();
+                if self.tmp.is_none() {
+                    r.backend = None; // sockets, not a file backend
                 }
                 r.replicas = std::mem::take(&mut self.replicas);
                 self.progress = progress;
@@ -230,8 +237,10 @@ impl RunningSnapshot {
                         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                         _ => PathBuf::from("."),
                     },
-                    _ if self.to_replicas => PathBuf::from("replica sockets"),
-                    _ => self.tmp.clone(),
+                    _ => self
+                        .tmp
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("replica sockets")),
                 };
                 let op = report::op_name(&op);
                 self.child_error = Some(Error::Io {
@@ -261,9 +270,7 @@ impl RunningSnapshot {
             let mut st = 0;
             libc::waitpid(self.pid, &mut st, 0);
         }
-        if !self.to_replicas {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.remove_tmp();
         self.finish();
     }
 
@@ -335,9 +342,7 @@ impl RunningSnapshot {
                 return Ok(Some(rep));
             }
         }
-        if !self.to_replicas {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.remove_tmp();
         Err(self.child_error.take().unwrap_or_else(|| Error::Child {
             status: if reaped_elsewhere {
                 "exited without a final report (its status was reaped by another waiter)".into()
