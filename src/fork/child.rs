@@ -140,6 +140,9 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let t = Instant::now();
+    if let Some(to) = &opts.replicas {
+        return child_sync(ks, opts, to, wr, t);
+    }
     let mut io = Io::new(
         temp_path(&opts.path, &me.to_string()),
         opts.path.clone(),
@@ -159,9 +162,6 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
         let bytes = crate::pressure::private_dirty(me);
         (bytes, p.elapsed().as_micros() as u64)
     };
-    if let Some(to) = &opts.replicas {
-        return child_sync(ks, opts, to, wr, t);
-    }
     let res = write_snapshot(
         ks,
         &opts.effective_encode(),
@@ -203,7 +203,6 @@ fn child_run(ks: &dyn Keyspace, opts: &SnapshotOptions, wr: i32) -> bool {
     }
 }
 
-
 /// A full sync in the child: the RDB to every replica's socket, then a report per
 /// replica and the final report.
 fn child_sync(
@@ -219,9 +218,7 @@ fn child_sync(
         &opts.effective_encode(),
         opts.write.chunk_size,
         to,
-        &mut |keys, raw, written| {
-            progress.tick(keys, raw, written);
-        },
+        &mut |keys, raw, written| progress.tick(keys, raw, written),
     );
     match res {
         Ok(s) => {
